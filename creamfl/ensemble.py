@@ -1,0 +1,147 @@
+"""Global-local cross-modal ensemble (DESIGN.md section 2, step 6) and the mean baseline.
+
+For client c and public sample i, the score is how well the client's representation of i retrieves
+the *other* modality's global representation of i among all n of them:
+
+    s[c, i] = L_c[i] . G[i] - logsumexp_j(L_c[i] . G[j])        (j = i dropped with exclude_self)
+
+and the weights are a softmax over clients, per sample. The reference code materialised the n x n
+logits per client (about 30 GB at n = 50k); here rows are processed in blocks, so the extra memory
+is O(block_size * n) and the log-sum-exp of each block row is exact and overflow-safe (max-shifted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+# Target size of one block of logits (float32 elements): 16M elements = 64 MB, small next to the
+# n x n matrix at any n where memory matters, large enough for matmul to run at full rate.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def ensemble_weights(
+    local_reps: Sequence[Tensor],
+    global_other: Tensor,
+    *,
+    exclude_self: bool = False,
+    block_size: int | None = None,
+) -> Tensor:
+    """Per-sample softmax over clients of the global-local retrieval score. Returns ``[K, N]``.
+
+    ``local_reps``: K tensors ``[N, d]``, one per client, in the modality being aggregated.
+    ``global_other``: ``[N, d]``, the server's representations of the other modality.
+    ``exclude_self`` drops j = i from the log-sum-exp (the paper); the default keeps it (the
+    reference code). Accumulates in float32 (float64 stays float64) whatever the input dtype.
+    """
+    _validate(local_reps, global_other)
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    stacked = torch.stack(list(local_reps))  # [K, N, d]
+    num_clients, n, _ = stacked.shape
+    if exclude_self and n < 2:
+        raise ValueError("exclude_self needs at least 2 public samples")
+    acc_dtype = _accumulation_dtype(stacked.dtype)
+    global_acc = global_other.to(acc_dtype)  # [N, d]
+    rows_per_block = block_size or max(1, _BLOCK_ELEMENTS // (num_clients * n))
+
+    scores = torch.empty(num_clients, n, dtype=acc_dtype, device=stacked.device)  # [K, N]
+    logits = None  # reused buffer: [K * B, N]
+    for start in range(0, n, rows_per_block):
+        stop = min(start + rows_per_block, n)
+        rows = stacked[:, start:stop].to(acc_dtype)  # [K, B, d]
+        width = stop - start
+        if logits is None or logits.shape[0] != num_clients * width:
+            logits = torch.empty(num_clients * width, n, dtype=acc_dtype, device=stacked.device)
+        torch.matmul(rows.reshape(-1, rows.shape[-1]), global_acc.T, out=logits)  # [K * B, N]
+        block = logits.view(num_clients, width, n)  # [K, B, N]
+        positive = (rows * global_acc[start:stop]).sum(-1)  # [K, B]
+        if exclude_self:
+            own = torch.arange(width, device=stacked.device)
+            block[:, own, start + own] = float("-inf")
+        scores[:, start:stop] = positive - _logsumexp_rows_(block)
+    return torch.softmax(scores, dim=0)
+
+
+def contrastive_ensemble(
+    local_reps: Sequence[Tensor],
+    global_other: Tensor,
+    *,
+    exclude_self: bool = False,
+    normalize: bool = True,
+    block_size: int | None = None,
+) -> Tensor:
+    """CreamFL's aggregate ``A[i] = sum_c alpha[c, i] L_c[i]``, unit length when ``normalize``. ``[N, d]``.
+
+    Re-normalising is a fix over the reference code: the server's outputs are unit vectors and
+    could never match a shorter target under MSE.
+    """
+    weights = ensemble_weights(local_reps, global_other, exclude_self=exclude_self, block_size=block_size)
+    return weighted_aggregate(local_reps, weights, normalize=normalize)
+
+
+def mean_ensemble(local_reps: Sequence[Tensor], *, normalize: bool = True) -> Tensor:
+    """The FedMD-style baseline: the plain average of the clients' representations. ``[N, d]``."""
+    _validate(local_reps, None)
+    first = local_reps[0]
+    weights = torch.full(
+        (len(local_reps), first.shape[0]),
+        1.0 / len(local_reps),
+        dtype=_accumulation_dtype(first.dtype),
+        device=first.device,
+    )  # [K, N]
+    return weighted_aggregate(local_reps, weights, normalize=normalize)
+
+
+def weighted_aggregate(local_reps: Sequence[Tensor], weights: Tensor, *, normalize: bool) -> Tensor:
+    """``sum_c weights[c, i] * local_reps[c][i]`` for weights ``[K, N]``; unit rows when ``normalize``. ``[N, d]``."""
+    # Accumulate client by client: no [K, N, d] copy in the accumulation dtype.
+    aggregate = torch.zeros(
+        weights.shape[1], local_reps[0].shape[1], dtype=weights.dtype, device=weights.device
+    )  # [N, d]
+    for client, reps in enumerate(local_reps):
+        aggregate.addcmul_(weights[client].unsqueeze(1), reps.to(weights.dtype))
+    if normalize:
+        aggregate = torch.nn.functional.normalize(aggregate, dim=1)
+    return aggregate
+
+
+def _logsumexp_rows_(block: Tensor) -> Tensor:
+    """Row-wise log-sum-exp of ``[..., N]``, overwriting ``block`` to avoid a second buffer."""
+    row_max = block.amax(dim=-1, keepdim=True)  # [..., 1]
+    # A row of all -inf cannot occur (n >= 2 when excluding self), so row_max is finite here.
+    block.sub_(row_max).exp_()
+    return block.sum(dim=-1).log_().add_(row_max.squeeze(-1))
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _validate(local_reps: Sequence[Tensor], global_other: Tensor | None) -> None:
+    if len(local_reps) == 0:
+        raise ValueError("no client representations to aggregate")
+    first = local_reps[0]
+    if first.dim() != 2 or first.shape[0] == 0 or first.shape[1] == 0:
+        raise ValueError(f"client representations must be non-empty [N, d] matrices, got {tuple(first.shape)}")
+    for client, reps in enumerate(local_reps):
+        if reps.shape != first.shape:
+            raise ValueError(f"client {client} sent shape {tuple(reps.shape)}, client 0 sent {tuple(first.shape)}")
+        if reps.device != first.device:
+            raise ValueError(f"client {client} is on {reps.device}, client 0 on {first.device}")
+        if not reps.is_floating_point():
+            raise ValueError(f"client {client} representations must be floating point, got {reps.dtype}")
+        if not bool(torch.isfinite(reps).all()):
+            raise ValueError(f"client {client} representations contain NaN or Inf")
+    if global_other is not None:
+        if global_other.shape != first.shape:
+            raise ValueError(
+                f"global representations have shape {tuple(global_other.shape)}, "
+                f"client representations {tuple(first.shape)}"
+            )
+        if global_other.device != first.device:
+            raise ValueError(f"global representations are on {global_other.device}, clients on {first.device}")
+        if not bool(torch.isfinite(global_other).all()):
+            raise ValueError("global representations contain NaN or Inf")
