@@ -5,7 +5,8 @@ float16 by default; float32; or int8 with one float32 scale per row (symmetric, 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TypeVar
 
 import torch
 from safetensors.torch import load as st_load
@@ -15,16 +16,19 @@ from torch import Tensor
 PayloadDtype = Literal["float16", "float32", "int8"]
 PAYLOAD_DTYPES: tuple[PayloadDtype, ...] = ("float16", "float32", "int8")
 _SCALE_SUFFIX = ".scale"
+Name = TypeVar("Name", bound=str)
 
 
-def encode_payload(reps: dict[str, Tensor], *, dtype: PayloadDtype = "float16") -> bytes:
+def encode_payload(reps: Mapping[Name, Tensor], *, dtype: PayloadDtype = "float16") -> bytes:
     """One ``[n, d]`` tensor per modality name, in the wire dtype."""
     tensors: dict[str, Tensor] = {}
     for name, rep in reps.items():
+        if name.endswith(_SCALE_SUFFIX):
+            raise ValueError(f"tensor name {name!r} is reserved: names ending in {_SCALE_SUFFIX!r} hold int8 scales")
         rep = rep.detach().float().cpu()
         if dtype == "int8":
             scale = rep.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # [n, 1]
-            tensors[name] = torch.round(rep / scale).clamp(-127, 127).to(torch.int8)
+            tensors[name] = torch.round(rep / scale).clamp(-127, 127).to(torch.int8).contiguous()
             tensors[name + _SCALE_SUFFIX] = scale.squeeze(1)
         elif dtype in ("float16", "float32"):
             tensors[name] = rep.to(getattr(torch, dtype)).contiguous()

@@ -180,7 +180,7 @@ def _local_round(
 ) -> tuple[dict[Modality, list[tuple[str, Tensor]]], int, int, dict[str, float]]:
     """Steps 4-5 for every selected client: train, encode the subset, send it through the wire format."""
     device = torch.device(config.device)
-    download = encode_payload(dict(global_reps), dtype=config.payload_dtype)
+    download = encode_payload(global_reps, dtype=config.payload_dtype)
     received: dict[Modality, Tensor] = {m: t for m, t in decode_payload(download).items()}  # type: ignore[misc]
     training = ClientTrainingConfig(
         local_epochs=config.local_epochs,
@@ -206,7 +206,7 @@ def _local_round(
             device=device,
         )
         reps = encode_public(client.model, public, device=device)
-        payload = encode_payload(dict(reps), dtype=config.payload_dtype)
+        payload = encode_payload(reps, dtype=config.payload_dtype)
         up_bytes, down_bytes = up_bytes + len(payload), down_bytes + len(download)
         for modality, rep in decode_payload(payload).items():
             uploads[modality].append((client.name, rep))  # type: ignore[index]

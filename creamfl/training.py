@@ -11,6 +11,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -228,7 +229,7 @@ def encode_public(
     """Step 2 / step 5: ``{modality: [n, d]}`` for every modality the model has."""
     modalities: tuple[Modality, ...] = model.modalities if isinstance(model, ClientModel) else ("image", "text")
     return {
-        m: encode_all(model, lambda x, m=m: model.encode(m, x), public.of(m), batch_size=batch_size, device=device)
+        m: encode_all(model, partial(model.encode, m), public.of(m), batch_size=batch_size, device=device)
         for m in modalities
     }
 

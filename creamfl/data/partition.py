@@ -29,7 +29,8 @@ def dirichlet_partition(
         for cls in np.unique(label_array):
             members = rng.permutation(np.flatnonzero(label_array == cls))
             shares = rng.dirichlet(np.full(num_clients, alpha))
-            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+            # Round to nearest (not down), so the last client is not handed every class's leftovers.
+            cuts = np.rint(np.cumsum(shares)[:-1] * len(members)).astype(int)
             for client, part in enumerate(np.split(members, cuts)):
                 shards[client].append(part)
         parts = [np.sort(np.concatenate(s)) for s in shards]
