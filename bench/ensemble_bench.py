@@ -11,7 +11,8 @@ What it measures, for each public-set size N (K clients, dimension d, float32 ra
 Wall time is the best of ``--repeats`` calls (``time.perf_counter``) after one warm-up call each; the methods are
 interleaved repeat by repeat so background load hits them alike. Peak *extra* memory is measured on CPU in a fresh
 child process per (method, N) (this script with the hidden ``--child METHOD N`` mode): the child allocates the
-inputs, reads ``ru_maxrss``, runs the method once and reads ``ru_maxrss`` again. On CUDA it is
+inputs, resets its peak RSS to the current RSS, runs the method once and reports the peak RSS above that (falling
+back to the ``ru_maxrss`` increase where ``/proc`` is missing; see :func:`run_child`). On CUDA it is
 ``torch.cuda.max_memory_allocated`` above the allocation before the call. Correctness is the max abs difference of
 the returned ``[K, N]`` weights against a float64 reference computed client by client in row chunks (no float64
 ``[N, N]`` matrix).
@@ -205,8 +206,32 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _proc_status_mb(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise KeyError(key)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def run_child(args: argparse.Namespace) -> None:
-    """Hidden ``--child METHOD N`` mode: print the peak extra memory (MB) of one call as one JSON line."""
+    """Hidden ``--child METHOD N`` mode: print the peak extra memory (MB) of one call as one JSON line.
+
+    CPU: where ``/proc/self/clear_refs`` allows it, the peak RSS (``VmHWM``) is reset to the current RSS after the
+    inputs exist and the peak above that RSS is reported; this is needed because ``ru_maxrss`` survives fork+exec,
+    so a child of a parent that once held gigabytes starts with the parent's peak and would read 0. Otherwise (no
+    ``/proc``), the increase of ``ru_maxrss`` across the call, which can under-read by the import-time peak.
+    """
     method, n_text = args.child
     n = int(n_text)
     device = torch.device(args.device)
@@ -219,12 +244,16 @@ def run_child(args: argparse.Namespace) -> None:
         before = torch.cuda.memory_allocated(device) / 2**20
         fn()
         torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        peak, probe = torch.cuda.max_memory_allocated(device) / 2**20, "cuda.max_memory_allocated"
+    elif _reset_peak_rss():
+        before = _proc_status_mb("VmRSS")
+        fn()
+        peak, probe = _proc_status_mb("VmHWM"), "VmHWM after clear_refs"
     else:
         before = _maxrss_mb()
         fn()
-        peak = _maxrss_mb()
-    print(json.dumps({"method": method, "n": n, "peak_extra_mb": peak - before}))
+        peak, probe = _maxrss_mb(), "ru_maxrss"
+    print(json.dumps({"method": method, "n": n, "peak_extra_mb": peak - before, "probe": probe}))
 
 
 def measure_peak_mb(args: argparse.Namespace, method: str, n: int) -> float:

@@ -22,10 +22,10 @@ from creamfl.simulation import run_simulation
 
 # A small public set, clients with several times more data: the regime CreamFL targets.
 QUALITY_SETTING: dict[str, Any] = {
-    "rounds": 6,
-    "public_size": 400,
-    "test_size": 500,
-    "private_per_client": 1500,
+    "rounds": 5,
+    "public_size": 300,
+    "test_size": 300,
+    "private_per_client": 800,
     "embed_dim": 128,
     "server_lr": 1e-3,
 }
