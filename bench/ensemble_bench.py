@@ -100,7 +100,7 @@ def reference_weights_f64(local_reps: Sequence[Tensor], global_other: Tensor, ch
 # Largest gap allowed between the Cauchy-Schwarz shift and the positive logit before the candidate falls back to
 # the exact row max: exp(-gap) must stay a normal float32 with room to spare (exp(-87) is the smallest).
 _CANDIDATE_MAX_SHIFT_GAP = 60.0
-_CANDIDATE_BLOCK_ELEMENTS = 1 << 21  # 8 MB of float32 logits: the block stays in the 32 MB L3 between passes
+_CANDIDATE_BLOCK_ELEMENTS = _BLOCK_ELEMENTS  # the library's block size, so only the passes differ (see the sweep)
 
 
 def candidate_weights(
@@ -120,8 +120,7 @@ def candidate_weights(
        ``amax`` pass over the block (always true for unit vectors, where the gap is at most 2);
     2. the shift is folded into the matmul by an extra column (``[L, -shift] @ [G, 1].T``), removing the ``sub_``
        pass: per block only matmul -> exp_ -> sum remain;
-    3. smaller blocks (``block_elements``) so that a block written by the matmul is still in cache for exp and sum;
-    4. no ``torch.stack`` of all clients (a ``[K, N, d]`` copy): each block gathers its rows from the K tensors.
+    3. no ``torch.stack`` of all clients (a ``[K, N, d]`` copy): each block gathers its rows from the K tensors.
     """
     num_clients = len(local_reps)
     n, dim = global_other.shape

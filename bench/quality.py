@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from creamfl.sim_config import SimulationConfig, preset_config
 from creamfl.simulation import run_simulation
 
@@ -105,8 +107,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--schedules", nargs="+", choices=("joint", "separate"), default=["joint"])
     parser.add_argument("--rounds", type=int, default=QUALITY_SETTING["rounds"])
+    parser.add_argument("--threads", type=int, help="torch threads (1 lets two benchmark processes share 2 cores)")
     parser.add_argument("--json", type=Path, help="write every run and the summary here (updated after each run)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     setting = {**QUALITY_SETTING, "rounds": args.rounds}
     runs: list[dict[str, Any]] = []
     for schedule in args.schedules:

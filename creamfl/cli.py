@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CONFIG_FIELDS = set(SimulationConfig.__dataclass_fields__) - {"extra"}
+_CONFIG_FIELDS = set(SimulationConfig.__dataclass_fields__)
 
 
 def _simulate(args: argparse.Namespace) -> int:

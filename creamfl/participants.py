@@ -63,7 +63,7 @@ def build_server(config: SimulationConfig) -> SimServer:
         tokenizer = client_tokenizer()
         text = BertTextConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     model = ServerModel(
-        ServerConfig(embed_dim=config.embed_dim, image=ResNetConfig(widths=(48, 96, 192)), text=text)
+        ServerConfig(embed_dim=config.embed_dim, image=ResNetConfig(widths=config.server_image_widths), text=text)
     ).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.server_lr, weight_decay=1e-4)
     return SimServer(model=model, optimizer=optimizer, tokenizer=tokenizer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from creamfl.payload import PayloadDtype
@@ -48,12 +48,12 @@ class SimulationConfig:
     normalize_aggregate: bool = True
     kd_weight: float = 0.3
     server_schedule: ServerSchedule = "joint"
+    server_image_widths: tuple[int, ...] = (32, 64, 128)
     server_lr: float = 5e-4
     server_batch_size: int = 64
     text_encoder: TextEncoderChoice = "scratch"
     payload_dtype: PayloadDtype = "float16"
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []

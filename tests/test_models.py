@@ -105,3 +105,11 @@ def test_minilm_loads_offline_from_its_package_and_embeds_sentences() -> None:
     different = torch.cosine_similarity(hidden[0], hidden[2], dim=0)
     assert same.item() == pytest.approx(1.0, abs=1e-5)
     assert different.item() < 0.5
+
+
+def test_named_models_report_their_modalities_without_being_built() -> None:
+    from creamfl.models import client_model_modalities
+
+    assert client_model_modalities("image-cnn-m") == ("image",)
+    assert client_model_modalities("text-gru-s") == ("text",)
+    assert client_model_modalities("dual-m") == ("image", "text")

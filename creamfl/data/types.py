@@ -8,7 +8,6 @@ hold in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -106,10 +105,6 @@ def _check_labels(labels: Tensor, count: int, num_classes: int) -> None:
         raise ValueError(f"labels have shape {tuple(labels.shape)}, expected ({count},)")
     if count and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes})")
-
-
-def as_index(indices: Sequence[int] | Tensor) -> Tensor:
-    return torch.as_tensor(indices, dtype=torch.long).reshape(-1)
 
 
 @dataclass(frozen=True)

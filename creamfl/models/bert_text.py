@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor, nn
-from transformers import BertConfig, BertModel
 
 from creamfl.models.common import masked_mean
 
@@ -30,6 +29,9 @@ class BertTextEncoder(nn.Module):
 
     def __init__(self, config: BertTextConfig) -> None:
         super().__init__()
+        # Imported here: transformers takes seconds to import, and most commands never build a server.
+        from transformers import BertConfig, BertModel
+
         self.pad_id = config.pad_id
         if config.pretrained_path is not None:
             self.bert = BertModel.from_pretrained(

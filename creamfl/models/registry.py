@@ -36,6 +36,7 @@ CLIENT_MODELS: dict[str, tuple[tuple[Modality, ...], Factory]] = {
 
 
 def client_model_modalities(spec: str) -> tuple[Modality, ...]:
+    """What a named model can represent, without building it (an agent checks its data against this)."""
     return _entry(spec)[0]
 
 
