@@ -2,10 +2,11 @@
 
 Similarity is the plain dot product: callers pass L2-normalised embeddings, so this is cosine similarity.
 
-Rank of a query = number of candidates whose similarity is *strictly greater* than that of its best
-ground-truth candidate, so rank 0 means a hit at R@1. Ties therefore count in the query's favour: a
-positive that ties with a negative is ranked ahead of it. This keeps the metric independent of the
-candidates' storage order, which a sort-based rank (ties broken by index) is not.
+Rank of a query = number of *negative* candidates whose similarity is at least that of its best
+ground-truth candidate, so rank 0 means a hit at R@1. Ties count against the query: a positive that
+ties with a negative is ranked behind it. So a collapsed model (every embedding alike) scores zero
+rather than 100, and the metric does not depend on the candidates' storage order, as a sort-based
+rank (ties broken by index) would.
 
 The [queries, candidates] score matrix is never materialised whole: queries are processed ``block_size``
 rows at a time (by default about 64 MB of scores per block), so 25k x 5k evaluations fit in modest memory.
@@ -160,7 +161,8 @@ def _i2t_ranks(images: Tensor, texts: Tensor, owners: Tensor, block_size: int | 
         rows = owners[positives] - block.start  # [P]
         best = torch.full((len(block),), -torch.inf, dtype=scores.dtype, device=scores.device)  # [B]
         best = best.scatter_reduce(0, rows, scores[rows, positives], reduce="amax")  # [B]
-        ranks.append((scores > best[:, None]).sum(dim=1))  # [B]
+        scores[rows, positives] = -torch.inf  # only negatives are counted
+        ranks.append((scores >= best[:, None]).sum(dim=1))  # [B]
     return torch.cat(ranks)
 
 
@@ -170,7 +172,7 @@ def _t2i_ranks(images: Tensor, texts: Tensor, owners: Tensor, block_size: int | 
     for block in _blocks(len(texts), len(images), block_size, texts.dtype):
         scores = texts[block.start : block.stop] @ images.T  # [B, N]
         positive = scores.gather(1, owners[block.start : block.stop, None])  # [B, 1]
-        ranks.append((scores > positive).sum(dim=1))  # [B]
+        ranks.append((scores >= positive).sum(dim=1) - 1)  # [B], minus the positive itself
     return torch.cat(ranks)
 
 

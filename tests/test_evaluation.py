@@ -19,9 +19,9 @@ HAND_OWNERS = torch.tensor([0, 0, 1, 1, 2, 2])
 #   image 1:  1  1  3  0 -2  2   best positive 3 (c2), nothing higher            -> rank 0
 #   image 2: -2  2 -1 -3  0  1   best positive 1 (c5), beaten by c1 (2)          -> rank 1
 # Captions vs images: c0 (2 1 -2) -> 0, c1 (-2 1 2) -> 2, c2 (1 3 -1) -> 0, c3 (3 0 -3) -> 1,
-#   c4 (0 -2 0) -> 0 (ties image 0 and wins the tie), c5 (-1 2 1) -> 1
+#   c4 (0 -2 0) -> 1 (image 0 ties its own image 1, and a tie counts against the query), c5 (-1 2 1) -> 1
 HAND_I2T_RANKS = [1, 0, 1]
-HAND_T2I_RANKS = [0, 2, 0, 1, 0, 1]
+HAND_T2I_RANKS = [0, 2, 0, 1, 1, 1]
 
 
 def random_case(n_images: int, dim: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,22 +71,23 @@ def test_hand_case_metrics_default_ks() -> None:
     # Execute
     metrics = retrieval_metrics(HAND_IMAGES, HAND_TEXTS, HAND_OWNERS)
 
-    # Assert: i2t R@1 is exactly one image in three; t2i R@1 three captions in six.
+    # Assert: i2t R@1 is exactly one image in three; t2i R@1 two captions in six.
     assert metrics.i2t_r1 == pytest.approx(100 / 3)
     assert round(metrics.i2t_r1, 2) == 33.33
     assert (metrics.i2t_r5, metrics.i2t_r10) == (100.0, 100.0)
-    assert (metrics.t2i_r1, metrics.t2i_r5, metrics.t2i_r10) == (50.0, 100.0, 100.0)
-    assert metrics.rsum == pytest.approx(100 / 3 + 50)
+    assert metrics.t2i_r1 == pytest.approx(100 / 3)
+    assert (metrics.t2i_r5, metrics.t2i_r10) == (100.0, 100.0)
+    assert metrics.rsum == pytest.approx(200 / 3)
 
 
 def test_hand_case_metrics_custom_ks_fill_the_three_fields_in_order() -> None:
     # Execute
     metrics = retrieval_metrics(HAND_IMAGES, HAND_TEXTS, HAND_OWNERS, ks=(1, 2, 3))
 
-    # Assert: t2i ranks [0, 2, 0, 1, 0, 1] -> 3/6, 5/6, 6/6
+    # Assert: t2i ranks [0, 2, 0, 1, 1, 1] -> 2/6, 5/6, 6/6
     assert metrics.i2t_r1 == pytest.approx(100 / 3)
     assert (metrics.i2t_r5, metrics.i2t_r10) == (100.0, 100.0)
-    assert metrics.t2i_r1 == 50.0
+    assert metrics.t2i_r1 == pytest.approx(100 / 3)
     assert metrics.t2i_r5 == pytest.approx(500 / 6)
     assert metrics.t2i_r10 == 100.0
 
@@ -127,7 +128,7 @@ def test_i2t_uses_the_best_ranked_of_several_captions() -> None:
     assert t2i.tolist() == [0, 0, 0]
 
 
-def test_ties_count_in_the_querys_favour() -> None:
+def test_ties_count_against_the_query_so_a_collapsed_model_scores_zero() -> None:
     # Prepare: two identical images, each with one identical caption: every score is the same.
     images = torch.tensor([[0.6, 0.8], [0.6, 0.8]])
     texts = torch.tensor([[0.6, 0.8], [0.6, 0.8]])
@@ -137,10 +138,10 @@ def test_ties_count_in_the_querys_favour() -> None:
     i2t, t2i = retrieval_ranks(images, texts, owners)
     metrics = retrieval_metrics(images, texts, owners)
 
-    # Assert: nothing scores strictly higher than the positive, so every query ranks it first.
-    assert i2t.tolist() == [0, 0]
-    assert t2i.tolist() == [0, 0]
-    assert metrics.rsum == 200.0
+    # Assert: one negative ties every positive, so every positive ranks second.
+    assert i2t.tolist() == [1, 1]
+    assert t2i.tolist() == [1, 1]
+    assert metrics.rsum == 0.0
 
 
 def test_a_tie_above_a_lower_positive_still_counts_against_it() -> None:
@@ -152,8 +153,8 @@ def test_a_tie_above_a_lower_positive_still_counts_against_it() -> None:
     # Execute
     _, t2i = retrieval_ranks(images, texts, owners)
 
-    # Assert: two images are strictly better for caption 0; captions 1 and 2 tie at the top.
-    assert t2i.tolist() == [2, 0, 0]
+    # Assert: two images are strictly better for caption 0; captions 1 and 2 tie with a negative.
+    assert t2i.tolist() == [2, 1, 1]
 
 
 # --- against a per-query loop reference on random data --------------------------------------------
@@ -236,9 +237,9 @@ def test_float16_scores_beyond_the_float16_range_are_still_ordered() -> None:
     # Execute
     metrics = retrieval_metrics(images, texts, owners)
 
-    # Assert
+    # Assert: t2i keeps 102400 < 163840 apart; i2t sees two captions that truly tie (identical texts).
     assert metrics.t2i_r1 == 50.0
-    assert metrics.i2t_r1 == 100.0
+    assert metrics.i2t_r1 == 0.0
 
 
 # --- folds ---------------------------------------------------------------------------------------
