@@ -19,7 +19,7 @@ HAND_OWNERS = torch.tensor([0, 0, 1, 1, 2, 2])
 #   image 1:  1  1  3  0 -2  2   best positive 3 (c2), nothing higher            -> rank 0
 #   image 2: -2  2 -1 -3  0  1   best positive 1 (c5), beaten by c1 (2)          -> rank 1
 # Captions vs images: c0 (2 1 -2) -> 0, c1 (-2 1 2) -> 2, c2 (1 3 -1) -> 0, c3 (3 0 -3) -> 1,
-#   c4 (0 -2 0) -> 1 (image 0 ties its own image 1, and a tie counts against the query), c5 (-1 2 1) -> 1
+#   c4 (0 -2 0) -> 1 (its own image 2 ties image 0, and a tie counts against the query), c5 (-1 2 1) -> 1
 HAND_I2T_RANKS = [1, 0, 1]
 HAND_T2I_RANKS = [0, 2, 0, 1, 1, 1]
 
