@@ -6,6 +6,7 @@ final test rsum (R@1 i2t + t2i) as mean +- std, with the fraction of the server-
 centralized gap that each federated variant closes.
 
     python bench/quality.py --seeds 0 1 2 --json runs/quality.json
+    python bench/quality.py --merge runs/a.json runs/b.json   # one table from runs split over processes
 """
 
 from __future__ import annotations
@@ -109,7 +110,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=QUALITY_SETTING["rounds"])
     parser.add_argument("--threads", type=int, help="torch threads (1 lets two benchmark processes share 2 cores)")
     parser.add_argument("--json", type=Path, help="write every run and the summary here (updated after each run)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="summarise runs saved by earlier --json files; run nothing"
+    )
     args = parser.parse_args()
+    if args.merge:
+        merged = [run for path in args.merge for run in json.loads(path.read_text())["runs"]]
+        unique = {(r["schedule"], r["variant"], r["seed"]): r for r in merged}
+        print(markdown(summarise(list(unique.values()))))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = {**QUALITY_SETTING, "rounds": args.rounds}
