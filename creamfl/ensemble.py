@@ -7,7 +7,9 @@ the *other* modality's global representation of i among all n of them:
 
 and the weights are a softmax over clients, per sample. The reference code materialised the n x n
 logits per client (about 30 GB at n = 50k); here rows are processed in blocks, so the extra memory
-is O(block_size * n) and the log-sum-exp of each block row is exact and overflow-safe (max-shifted).
+is O(block_size * n), and each row's log-sum-exp is exact and overflow-safe: shifted by the
+Cauchy-Schwarz bound of its logits (folded into the matmul, no extra pass) or, for large norms,
+by its max.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-# Target size of one block of logits (float32 elements): 16M elements = 64 MB, small next to the
+# Target size of one block of logits (float32 elements): 8M elements = 32 MB, small next to the
 # n x n matrix at any n where memory matters, large enough for matmul to run at full rate.
-_BLOCK_ELEMENTS = 1 << 24
+_BLOCK_ELEMENTS = 1 << 23
+# Largest Cauchy-Schwarz bound on |logit| for which the bound itself can serve as the log-sum-exp
+# shift: exp(logit - bound) >= exp(-2 * 40), still a normal float32, so no row underflows to 0.
+_MAX_STATIC_SHIFT = 40.0
 
 
 def ensemble_weights(
@@ -39,30 +44,46 @@ def ensemble_weights(
     _validate(local_reps, global_other)
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
-    stacked = torch.stack(list(local_reps))  # [K, N, d]
-    num_clients, n, _ = stacked.shape
+    n = global_other.shape[0]
     if exclude_self and n < 2:
         raise ValueError("exclude_self needs at least 2 public samples")
-    acc_dtype = _accumulation_dtype(stacked.dtype)
-    global_acc = global_other.to(acc_dtype)  # [N, d]
-    rows_per_block = block_size or max(1, _BLOCK_ELEMENTS // (num_clients * n))
-
-    scores = torch.empty(num_clients, n, dtype=acc_dtype, device=stacked.device)  # [K, N]
-    logits = None  # reused buffer: [K * B, N]
-    for start in range(0, n, rows_per_block):
-        stop = min(start + rows_per_block, n)
-        rows = stacked[:, start:stop].to(acc_dtype)  # [K, B, d]
-        width = stop - start
-        if logits is None or logits.shape[0] != num_clients * width:
-            logits = torch.empty(num_clients * width, n, dtype=acc_dtype, device=stacked.device)
-        torch.matmul(rows.reshape(-1, rows.shape[-1]), global_acc.T, out=logits)  # [K * B, N]
-        block = logits.view(num_clients, width, n)  # [K, B, N]
-        positive = (rows * global_acc[start:stop]).sum(-1)  # [K, B]
-        if exclude_self:
-            own = torch.arange(width, device=stacked.device)
-            block[:, own, start + own] = float("-inf")
-        scores[:, start:stop] = positive - _logsumexp_rows_(block)
+    acc_dtype = _accumulation_dtype(local_reps[0].dtype)
+    device = global_other.device
+    # [N, d + 1]: the extra column of ones lets the matmul subtract each row's shift for free.
+    global_aug = torch.cat([global_other.to(acc_dtype), torch.ones(n, 1, dtype=acc_dtype, device=device)], dim=1)
+    global_norm_max = global_aug[:, :-1].norm(dim=1).max()
+    rows_per_block = min(n, block_size or max(1, _BLOCK_ELEMENTS // n))
+    buffer = torch.empty(rows_per_block, n, dtype=acc_dtype, device=device)  # reused: [B, N]
+    scores = torch.empty(len(local_reps), n, dtype=acc_dtype, device=device)  # [K, N]
+    for client, reps in enumerate(local_reps):
+        for start in range(0, n, rows_per_block):
+            stop = min(start + rows_per_block, n)
+            rows = reps[start:stop].to(acc_dtype)  # [B, d]
+            scores[client, start:stop] = _block_scores(
+                rows, global_aug, global_norm_max, buffer[: stop - start], start, exclude_self
+            )
     return torch.softmax(scores, dim=0)
+
+
+def _block_scores(
+    rows: Tensor, global_aug: Tensor, global_norm_max: Tensor, logits: Tensor, start: int, exclude_self: bool
+) -> Tensor:
+    """``s = l_i . g_i - logsumexp_j(l_i . g_j)`` for one block of rows ``[B, d]``; fills ``logits`` ``[B, N]``."""
+    width = rows.shape[0]
+    positive = (rows * global_aug[start : start + width, :-1]).sum(-1)  # [B]
+    bound = rows.norm(dim=1) * global_norm_max  # [B] >= max_j |l_i . g_j| (Cauchy-Schwarz)
+    static = bool(bound.max() <= _MAX_STATIC_SHIFT)
+    # Unit-norm features (the normal case) have |logit| <= 1, so the bound is a safe shift and the
+    # row max is never needed; larger norms fall back to the exact row max.
+    shift = bound if static else torch.zeros_like(bound)
+    torch.matmul(torch.cat([rows, -shift.unsqueeze(1)], dim=1), global_aug.T, out=logits)  # [B, N]
+    if exclude_self:
+        own = torch.arange(width, device=rows.device)
+        logits[own, start + own] = float("-inf")
+    if not static:
+        shift = logits.amax(dim=1)  # [B]; finite: n >= 2 when excluding self
+        logits.sub_(shift.unsqueeze(1))
+    return positive - shift - logits.exp_().sum(dim=1).log_()
 
 
 def contrastive_ensemble(
@@ -106,14 +127,6 @@ def weighted_aggregate(local_reps: Sequence[Tensor], weights: Tensor, *, normali
     if normalize:
         aggregate = torch.nn.functional.normalize(aggregate, dim=1)
     return aggregate
-
-
-def _logsumexp_rows_(block: Tensor) -> Tensor:
-    """Row-wise log-sum-exp of ``[..., N]``, overwriting ``block`` to avoid a second buffer."""
-    row_max = block.amax(dim=-1, keepdim=True)  # [..., 1]
-    # A row of all -inf cannot occur (n >= 2 when excluding self), so row_max is finite here.
-    block.sub_(row_max).exp_()
-    return block.sum(dim=-1).log_().add_(row_max.squeeze(-1))
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
