@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-# Target size of one block of logits (float32 elements): 8M elements = 32 MB, small next to the
+# Target size of one block of logits (float32 elements): 16M elements = 64 MB, small next to the
 # n x n matrix at any n where memory matters, large enough for matmul to run at full rate.
-_BLOCK_ELEMENTS = 1 << 23
+_BLOCK_ELEMENTS = 1 << 24
 # Largest Cauchy-Schwarz bound on |logit| for which the bound itself can serve as the log-sum-exp
 # shift: exp(logit - bound) >= exp(-2 * 40), still a normal float32, so no row underflows to 0.
 _MAX_STATIC_SHIFT = 40.0
@@ -52,38 +52,39 @@ def ensemble_weights(
     # [N, d + 1]: the extra column of ones lets the matmul subtract each row's shift for free.
     global_aug = torch.cat([global_other.to(acc_dtype), torch.ones(n, 1, dtype=acc_dtype, device=device)], dim=1)
     global_norm_max = global_aug[:, :-1].norm(dim=1).max()
-    rows_per_block = min(n, block_size or max(1, _BLOCK_ELEMENTS // n))
-    buffer = torch.empty(rows_per_block, n, dtype=acc_dtype, device=device)  # reused: [B, N]
-    scores = torch.empty(len(local_reps), n, dtype=acc_dtype, device=device)  # [K, N]
-    for client, reps in enumerate(local_reps):
-        for start in range(0, n, rows_per_block):
-            stop = min(start + rows_per_block, n)
-            rows = reps[start:stop].to(acc_dtype)  # [B, d]
-            scores[client, start:stop] = _block_scores(
-                rows, global_aug, global_norm_max, buffer[: stop - start], start, exclude_self
-            )
+    num_clients = len(local_reps)
+    rows_per_block = min(n, block_size or max(1, _BLOCK_ELEMENTS // (num_clients * n)))
+    buffer = torch.empty(num_clients * rows_per_block, n, dtype=acc_dtype, device=device)  # reused: [K * B, N]
+    scores = torch.empty(num_clients, n, dtype=acc_dtype, device=device)  # [K, N]
+    for start in range(0, n, rows_per_block):
+        stop = min(start + rows_per_block, n)
+        # Every client's rows of this block in one matmul: K * B rows keep the GEMM efficient.
+        rows = torch.stack([reps[start:stop] for reps in local_reps]).to(acc_dtype)  # [K, B, d]
+        logits = buffer[: num_clients * (stop - start)].view(num_clients, stop - start, n)  # [K, B, N]
+        scores[:, start:stop] = _block_scores(rows, global_aug, global_norm_max, logits, start, exclude_self)
     return torch.softmax(scores, dim=0)
 
 
 def _block_scores(
     rows: Tensor, global_aug: Tensor, global_norm_max: Tensor, logits: Tensor, start: int, exclude_self: bool
 ) -> Tensor:
-    """``s = l_i . g_i - logsumexp_j(l_i . g_j)`` for one block of rows ``[B, d]``; fills ``logits`` ``[B, N]``."""
-    width = rows.shape[0]
-    positive = (rows * global_aug[start : start + width, :-1]).sum(-1)  # [B]
-    bound = rows.norm(dim=1) * global_norm_max  # [B] >= max_j |l_i . g_j| (Cauchy-Schwarz)
+    """``s = l_i . g_i - logsumexp_j(l_i . g_j)`` for rows ``[K, B, d]``; fills ``logits`` ``[K, B, N]``."""
+    width = rows.shape[1]
+    positive = (rows * global_aug[start : start + width, :-1]).sum(-1)  # [K, B]
+    bound = rows.norm(dim=-1) * global_norm_max  # [K, B] >= max_j |l_i . g_j| (Cauchy-Schwarz)
     static = bool(bound.max() <= _MAX_STATIC_SHIFT)
     # Unit-norm features (the normal case) have |logit| <= 1, so the bound is a safe shift and the
     # row max is never needed; larger norms fall back to the exact row max.
     shift = bound if static else torch.zeros_like(bound)
-    torch.matmul(torch.cat([rows, -shift.unsqueeze(1)], dim=1), global_aug.T, out=logits)  # [B, N]
+    augmented = torch.cat([rows, -shift.unsqueeze(-1)], dim=-1)  # [K, B, d + 1]
+    torch.matmul(augmented.flatten(0, 1), global_aug.T, out=logits.view(-1, logits.shape[-1]))  # [K * B, N]
     if exclude_self:
         own = torch.arange(width, device=rows.device)
-        logits[own, start + own] = float("-inf")
+        logits[:, own, start + own] = float("-inf")
     if not static:
-        shift = logits.amax(dim=1)  # [B]; finite: n >= 2 when excluding self
-        logits.sub_(shift.unsqueeze(1))
-    return positive - shift - logits.exp_().sum(dim=1).log_()
+        shift = logits.amax(dim=-1)  # [K, B]; finite: n >= 2 when excluding self
+        logits.sub_(shift.unsqueeze(-1))
+    return positive - shift - logits.exp_().sum(dim=-1).log_()
 
 
 def contrastive_ensemble(
