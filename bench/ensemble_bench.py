@@ -17,10 +17,14 @@ back to the ``ru_maxrss`` increase where ``/proc`` is missing; see :func:`run_ch
 the returned ``[K, N]`` weights against a float64 reference computed client by client in row chunks (no float64
 ``[N, N]`` matrix).
 
-Optional diagnostics: ``--profile N`` splits ours' time into its phases (matmul, positive term, max, subtract, exp,
-sum+log) with an instrumented copy of the library loop; ``--block-sizes B ...`` sweeps the block size at
-``--sweep-n``; ``--candidate`` adds ``candidate``, a prototype of a proposed change to the library (clearly a
-candidate, not the library code; see :func:`candidate_weights`).
+On a shared machine, compare with ``--threads 1`` too: with more OpenMP threads than free cores, every parallel op can
+wait for a descheduled thread (a scheduler time slice), which penalises code made of many small ops (small blocks,
+small N) far more than one big matmul; the load average is printed and stored for that reason.
+
+Optional diagnostics: ``--profile N`` splits one call of ours into aten ops with ``torch.profiler`` (matmul vs exp vs
+sum vs the rest) and times its matmuls with inner dimension d vs d + 1; ``--block-sizes B ...`` sweeps the block size at
+``--sweep-n``; ``--candidate`` adds ``cand_expsum`` and ``cand_lsm``, prototypes of proposed changes to the library
+(clearly candidates, not the library code; see :func:`candidate_weights`).
 
 Run (from the repository root)::
 
@@ -32,23 +36,25 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from creamfl import ensemble as ensemble_module
 from creamfl.ensemble import _BLOCK_ELEMENTS, ensemble_weights
 
-METHODS = ("ours", "naive", "matmul", "candidate")
+METHODS = ("ours", "naive", "matmul", "cand_expsum", "cand_lsm")
 TARGET_MAX_ABS_DIFF = 1e-5
 TARGET_MEMORY_RATIO = 20.0  # ours' peak extra memory <= 1/20 of naive's (checked at the largest N)
 TARGET_TIME_RATIO = 1.0 / 1.2  # naive/ours >= 1/1.2: ours at most 1.2x slower than naive
@@ -97,61 +103,81 @@ def reference_weights_f64(local_reps: Sequence[Tensor], global_other: Tensor, ch
     return torch.softmax(scores, dim=0)
 
 
-# Largest gap allowed between the Cauchy-Schwarz shift and the positive logit before the candidate falls back to
-# the exact row max: exp(-gap) must stay a normal float32 with room to spare (exp(-87) is the smallest).
-_CANDIDATE_MAX_SHIFT_GAP = 60.0
-_CANDIDATE_BLOCK_ELEMENTS = _BLOCK_ELEMENTS  # the library's block size, so only the passes differ (see the sweep)
+# CANDIDATE: the log-sum-exp needs no shift when every logit of the block is within +-_CANDIDATE_SAFE_LOGIT (by
+# Cauchy-Schwarz, |L_c[i] . G[j]| <= |L_c[i]| * max_j |G[j]|): exp stays a normal float32 (e^-60 ~ 1e-26) and the
+# row sum cannot overflow below n ~ 3e12 (e^60 ~ 1e26). Unit vectors (|logit| <= 1) always qualify.
+_CANDIDATE_SAFE_LOGIT = 60.0
+CANDIDATES = ("cand_expsum", "cand_lsm")
+
+
+def _default_rows_per_block(n: int, clients: int) -> int:
+    """Rows per block as the library picks them today (``_BLOCK_ELEMENTS // (K * N)``): a ``[K * B, N]`` block."""
+    return min(n, max(1, _BLOCK_ELEMENTS // (clients * n)))
+
+
+def _candidate_validate(local_reps: Sequence[Tensor], global_other: Tensor) -> None:
+    """NaN/Inf check by two reductions per tensor (amax propagates NaN): no [N, d] temporaries, unlike isfinite."""
+    for mat in [*local_reps, global_other]:
+        extremes = torch.stack([mat.amax(), mat.amin()])
+        if not bool(torch.isfinite(extremes).all()):
+            raise ValueError("representations contain NaN or Inf")
 
 
 def candidate_weights(
     local_reps: Sequence[Tensor],
     global_other: Tensor,
     *,
-    block_elements: int = _CANDIDATE_BLOCK_ELEMENTS,
+    lse: Literal["expsum", "log_softmax"] = "expsum",
     block_size: int | None = None,
 ) -> Tensor:
     """CANDIDATE (a prototype of a proposed library change, not library code): same result as ``ensemble_weights``.
 
-    Differences from the library loop (``exclude_self=False`` only, float32 only; enough to measure):
+    ``exclude_self=False``, float32 only (enough to measure). The block layout is the library's (as of
+    ``creamfl/ensemble.py`` sha256 8b4335274ae8): per block of ``B`` rows, all K clients' rows in one
+    ``[K * B, N]`` logits buffer, ``B = _BLOCK_ELEMENTS // (K * N)`` by default, the buffer reused. Changes:
 
-    1. the shift of the log-sum-exp is the Cauchy-Schwarz bound ``|L_c[i]| * max_j |G[j]|`` (>= every logit of the
-       row, so exp never overflows) instead of the exact row max, whenever the bound is within
-       ``_CANDIDATE_MAX_SHIFT_GAP`` of the positive logit (so the largest term cannot underflow): this removes the
-       ``amax`` pass over the block (always true for unit vectors, where the gap is at most 2);
-    2. the shift is folded into the matmul by an extra column (``[L, -shift] @ [G, 1].T``), removing the ``sub_``
-       pass: per block only matmul -> exp_ -> sum remain;
-    3. no ``torch.stack`` of all clients (a ``[K, N, d]`` copy): each block gathers its rows from the K tensors.
+    * ``lse="expsum"``: when every logit of the block is provably within +-60 (Cauchy-Schwarz bound, see
+      ``_CANDIDATE_SAFE_LOGIT``) the log-sum-exp is ``log(sum(exp(x)))`` with *no shift at all*: a plain
+      ``[K * B, d] @ [d, N]`` matmul (the library appends a ``-shift`` column: inner dimension ``d + 1 = 257``,
+      plus a ``torch.cat`` of the rows per block) -> ``exp_`` -> ``sum``; otherwise the exact row max;
+    * ``lse="log_softmax"``: ``s[c, i]`` is the diagonal element of ``log_softmax`` of the block (the fused
+      row-wise kernel: each row stays in cache across its max / sum-exp / write passes), written into a second
+      block buffer (2x block memory); no positive term, no bound;
+    * both: the NaN/Inf check by ``amax``/``amin`` (``torch.isfinite`` on ``[N, d]`` allocates float temporaries
+      that glibc then keeps resident: tens of MB at N = 20k).
     """
+    _candidate_validate(local_reps, global_other)
     num_clients = len(local_reps)
     n, dim = global_other.shape
     device = global_other.device
-    rows_per_block = block_size or max(1, block_elements // (num_clients * n))
-    global_aug = torch.cat([global_other, torch.ones(n, 1, device=device)], dim=1)  # [N, d + 1]
-    global_norm_max = global_other.norm(dim=1).max()
+    rows_per_block = min(n, block_size or _default_rows_per_block(n, num_clients))
+    global_norm_max = float(global_other.norm(dim=1).max())
     scores = torch.empty(num_clients, n, device=device)  # [K, N]
-    logits: Tensor | None = None  # reused: [K * B, N]
-    rows_aug: Tensor | None = None  # reused: [K, B, d + 1]
+    rows_buffer = torch.empty(num_clients * rows_per_block, dim, device=device)  # reused: [K * B, d]
+    logits_buffer = torch.empty(num_clients * rows_per_block, n, device=device)  # reused: [K * B, N]
+    output_buffer = torch.empty_like(logits_buffer) if lse == "log_softmax" else None
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
         width = stop - start
-        if logits is None or rows_aug is None or logits.shape[0] != num_clients * width:
-            logits = torch.empty(num_clients * width, n, device=device)
-            rows_aug = torch.empty(num_clients, width, dim + 1, device=device)
+        rows = rows_buffer[: num_clients * width].view(num_clients, width, dim)  # contiguous prefix
         for client, reps in enumerate(local_reps):
-            rows_aug[client, :, :dim] = reps[start:stop]
-        rows = rows_aug[:, :, :dim]  # [K, B, d]
-        positive = (rows * global_other[start:stop]).sum(-1)  # [K, B]
-        shift = rows.norm(dim=-1) * global_norm_max  # [K, B], >= every logit of its row
+            rows[client] = reps[start:stop]
+        logits = logits_buffer[: num_clients * width]
+        torch.matmul(rows.view(-1, dim), global_other.T, out=logits)  # [K * B, N]
         block = logits.view(num_clients, width, n)
-        if float((shift - positive).max()) <= _CANDIDATE_MAX_SHIFT_GAP:
-            rows_aug[:, :, dim] = -shift
-            torch.matmul(rows_aug.view(-1, dim + 1), global_aug.T, out=logits)  # logits - shift, [K * B, N]
-            block.exp_()
-        else:  # far from unit vectors: the exact row max, as in the library
-            torch.matmul(rows.reshape(-1, dim), global_other.T, out=logits)
-            shift = block.amax(dim=-1)
-            block.sub_(shift.unsqueeze(-1)).exp_()
-        scores[:, start:stop] = positive - block.sum(dim=-1).log_().add_(shift)
+        if output_buffer is not None:
+            out = output_buffer[: num_clients * width].view(num_clients, width, n)
+            torch.log_softmax(block, dim=-1, out=out)
+            own = torch.arange(width, device=device)
+            scores[:, start:stop] = out[:, own, start + own]
+            continue
+        positive = (rows * global_other[start:stop]).sum(-1)  # [K, B]
+        if float(rows.norm(dim=-1).max()) * global_norm_max <= _CANDIDATE_SAFE_LOGIT:
+            scores[:, start:stop] = positive - block.exp_().sum(dim=-1).log_()
+        else:  # large logits: the exact row max, as in the library
+            row_max = block.amax(dim=-1, keepdim=True)
+            block.sub_(row_max).exp_()
+            scores[:, start:stop] = positive - block.sum(dim=-1).log_().add_(row_max.squeeze(-1))
     return torch.softmax(scores, dim=0)
 
 
@@ -167,8 +193,10 @@ def make_method(name: str, local_reps: list[Tensor], global_other: Tensor) -> Ca
         return lambda: ensemble_weights(local_reps, global_other)
     if name == "naive":
         return lambda: naive_weights(local_reps, global_other)
-    if name == "candidate":
-        return lambda: candidate_weights(local_reps, global_other)
+    if name == "cand_expsum":
+        return lambda: candidate_weights(local_reps, global_other, lse="expsum")
+    if name == "cand_lsm":
+        return lambda: candidate_weights(local_reps, global_other, lse="log_softmax")
     if name == "matmul":
         left, right, out = _matmul_operands(local_reps, global_other)
         return lambda: torch.matmul(left, right, out=out)
@@ -252,7 +280,8 @@ def run_child(args: argparse.Namespace) -> None:
         before = _maxrss_mb()
         fn()
         peak, probe = _maxrss_mb(), "ru_maxrss"
-    print(json.dumps({"method": method, "n": n, "peak_extra_mb": peak - before, "probe": probe}))
+    record = {"method": method, "n": n, "peak_extra_mb": peak - before, "probe": probe, "library": _library_digest()}
+    print(json.dumps(record))
 
 
 def measure_peak_mb(args: argparse.Namespace, method: str, n: int) -> float:
@@ -275,7 +304,10 @@ def measure_peak_mb(args: argparse.Namespace, method: str, n: int) -> float:
         str(args.threads),
     ]
     completed = subprocess.run(command, check=True, capture_output=True, text=True)
-    return float(json.loads(completed.stdout.strip().splitlines()[-1])["peak_extra_mb"])
+    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    if record["library"] != _library_digest():
+        print(f"WARNING: creamfl/ensemble.py changed during the run (child saw {record['library'][:12]})")
+    return float(record["peak_extra_mb"])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,13 +332,13 @@ class Row:
     pct_of_matmul_rate: float
     max_abs_diff: float
     naive_max_abs_diff: float
-    candidate: dict[str, float] = field(default_factory=dict)
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # --candidate: CANDIDATE prototypes
 
 
 def bench_size(args: argparse.Namespace, n: int, device: torch.device) -> Row:
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
     reference = reference_weights_f64(local_reps, global_other, REFERENCE_CHUNK_ROWS)
-    names = ["ours", "naive", "matmul"] + (["candidate"] if args.candidate else [])
+    names = ["ours", "naive", "matmul"] + (list(CANDIDATES) if args.candidate else [])
     results = {name: make_method(name, local_reps, global_other)() for name in names if name != "matmul"}
     diffs = {name: float((out.double() - reference).abs().max()) for name, out in results.items()}
     del results
@@ -330,94 +362,83 @@ def bench_size(args: argparse.Namespace, n: int, device: torch.device) -> Row:
         max_abs_diff=diffs["ours"],
         naive_max_abs_diff=diffs["naive"],
     )
-    if args.candidate:
-        row.candidate = {
-            "candidate_s": times["candidate"],
-            "candidate_peak_mb": peaks["candidate"],
-            "candidate_pct_of_matmul_rate": 100.0 * times["matmul"] / times["candidate"],
-            "candidate_speedup_over_ours": times["ours"] / times["candidate"],
-            "candidate_max_abs_diff": diffs["candidate"],
+    for name in names[3:]:
+        row.candidates[name] = {
+            "seconds": times[name],
+            "peak_mb": peaks[name],
+            "pct_of_matmul_rate": 100.0 * times["matmul"] / times[name],
+            "speedup_over_ours": times["ours"] / times[name],
+            "time_ratio_naive_over_candidate": times["naive"] / times[name],
+            "memory_ratio_naive_over_candidate": peaks["naive"] / max(peaks[name], 1e-9),
+            "max_abs_diff": diffs[name],
         }
     return row
 
 
-class _Laps:
-    """Accumulates the seconds since the previous lap under a phase name (synchronising CUDA first)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.phases: dict[str, float] = defaultdict(float)
-        self.clock = time.perf_counter()
-
-    def __call__(self, phase: str) -> None:
-        _sync(self.device)
-        now = time.perf_counter()
-        self.phases[phase] += now - self.clock
-        self.clock = now
+def _repeat_matmul(left: Tensor, right: Tensor, out: Tensor, calls: int) -> None:
+    for _ in range(calls):
+        torch.matmul(left, right, out=out)
 
 
-def profile_ours(args: argparse.Namespace, n: int, device: torch.device, block_size: int | None) -> dict[str, float]:
-    """Seconds per phase of the library's loop (an instrumented copy of it; the repeat with the best total)."""
+def profile_ours(args: argparse.Namespace, n: int, device: torch.device) -> dict[str, Any]:
+    """Where ours' time goes at ``n``: a ``torch.profiler`` op breakdown of one real call, plus the fold cost.
+
+    The breakdown is the self CPU time per aten op (matmul vs exp vs sum vs the rest), so it follows the library
+    whatever its loop looks like. The fold check times the matmuls of one call (all blocks of all clients, at the
+    library's default ``[K * B, N]`` block shape) with inner dimension d and d + 1 (the library's ``-shift``
+    column).
+    """
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
-    num_clients = len(local_reps)
-    rows_per_block = block_size or max(1, _BLOCK_ELEMENTS // (num_clients * n))
-    best: dict[str, float] = {}
-    for _ in range(args.repeats + 1):  # the first pass is the warm-up
-        lap = _Laps(device)
-        stacked = torch.stack(local_reps)
-        lap("stack")
-        logits: Tensor | None = None
-        for start in range(0, n, rows_per_block):
-            stop = min(start + rows_per_block, n)
-            width = stop - start
-            rows = stacked[:, start:stop]
-            if logits is None or logits.shape[0] != num_clients * width:
-                logits = torch.empty(num_clients * width, n, device=device)
-            lap("other")
-            torch.matmul(rows.reshape(-1, args.dim), global_other.T, out=logits)
-            lap("matmul")
-            block = logits.view(num_clients, width, n)
-            (rows * global_other[start:stop]).sum(-1)
-            lap("positive")
-            row_max = block.amax(dim=-1, keepdim=True)
-            lap("amax")
-            block.sub_(row_max)
-            lap("sub")
-            block.exp_()
-            lap("exp")
-            block.sum(dim=-1).log_().add_(row_max.squeeze(-1))
-            lap("sum_log")
-        phases = dict(lap.phases)
-        phases["total"] = sum(phases.values())
-        if not best or phases["total"] < best["total"]:
-            best = phases
-    best["rows_per_block"] = float(rows_per_block)
-    return best
+    ensemble_weights(local_reps, global_other)  # warm-up
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    begin = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as prof:
+        ensemble_weights(local_reps, global_other)
+        _sync(device)
+    wall = time.perf_counter() - begin
+    ops = sorted(
+        ((event.key, event.self_cpu_time_total / 1e6, event.count) for event in prof.key_averages()),
+        key=lambda item: -item[1],
+    )
+    top = [{"op": op, "self_s": seconds, "calls": count} for op, seconds, count in ops[:10]]
+
+    rows_per_block = _default_rows_per_block(n, args.clients)
+    calls = -(-n // rows_per_block)
+    out = torch.empty(args.clients * rows_per_block, n, device=device)
+    matmuls: dict[str, Callable[[], Any]] = {}
+    for inner in (args.dim, args.dim + 1):
+        left = torch.randn(args.clients * rows_per_block, inner, device=device)
+        right = torch.randn(n, inner, device=device).T
+        matmuls[f"matmul_k{inner}_s"] = functools.partial(_repeat_matmul, left, right, out, calls)
+    fold: dict[str, float] = {"rows_per_block": float(rows_per_block), **time_methods(matmuls, args.repeats, device)}
+    return {"n": n, "wall_s_profiled": wall, "top_ops_self": top, "fold_check": fold}
 
 
 def sweep_block_sizes(args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
-    """Ours (and the candidate with ``--candidate``) at each ``--block-sizes`` value, N = ``--sweep-n``."""
+    """Ours (and the CANDIDATES with ``--candidate``) at each ``--block-sizes`` value, N = ``--sweep-n``."""
     n = args.sweep_n
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
     methods: dict[str, Callable[[], Any]] = {"matmul": make_method("matmul", local_reps, global_other)}
+    variants: dict[str, Callable[[int], Any]] = {
+        "ours": lambda size: ensemble_weights(local_reps, global_other, block_size=size)
+    }  # block_size as passed to each function: B rows of every client, a [K * B, N] block (library and candidates)
+    if args.candidate:
+        variants["cand_expsum"] = lambda size: candidate_weights(local_reps, global_other, block_size=size)
+        variants["cand_lsm"] = lambda size: candidate_weights(
+            local_reps, global_other, lse="log_softmax", block_size=size
+        )
     for size in args.block_sizes:
-        methods[f"ours:{size}"] = lambda size=size: ensemble_weights(local_reps, global_other, block_size=size)
-        if args.candidate:
-            methods[f"candidate:{size}"] = lambda size=size: candidate_weights(
-                local_reps, global_other, block_size=size
-            )
+        for name, variant in variants.items():
+            methods[f"{name}:{size}"] = functools.partial(variant, size)
     times = time_methods(methods, args.repeats, device)
     rows = []
     for size in args.block_sizes:
-        entry = {
-            "block_size": float(size),
-            "block_mb": args.clients * size * n * 4 / 2**20,
-            "ours_s": times[f"ours:{size}"],
-            "ours_pct_of_matmul_rate": 100.0 * times["matmul"] / times[f"ours:{size}"],
-        }
-        if args.candidate:
-            entry["candidate_s"] = times[f"candidate:{size}"]
-            entry["candidate_pct_of_matmul_rate"] = 100.0 * times["matmul"] / times[f"candidate:{size}"]
+        entry = {"block_size": float(size), "block_mb": args.clients * size * n * 4 / 2**20}
+        for name in variants:
+            entry[f"{name}_s"] = times[f"{name}:{size}"]
+            entry[f"{name}_pct_of_matmul_rate"] = 100.0 * times["matmul"] / times[f"{name}:{size}"]
         rows.append(entry)
     return rows
 
@@ -441,16 +462,20 @@ def print_table(rows: Sequence[Row]) -> None:
             f"{row.ours_gflops:>9.1f} {row.matmul_gflops:>8.1f} {row.pct_of_matmul_rate:>6.1f}% "
             f"{row.max_abs_diff:>9.1e}"
         )
-    if any(row.candidate for row in rows):
-        print("\nCANDIDATE (prototype in this script, not the library):")
-        print(f"{'N':>6} {'cand s':>8} {'ours/cand':>9} {'cand MB':>8} {'% of mm':>7} {'max|diff|':>9}")
+    if any(row.candidates for row in rows):
+        print("\nCANDIDATES (prototypes in this script, not the library; see candidate_weights):")
+        print(
+            f"{'N':>6} {'candidate':>12} {'seconds':>8} {'ours/cand':>9} {'naive/cand':>10} {'peak MB':>8} "
+            f"{'mem n/c':>8} {'% of mm':>7} {'max|diff|':>9}"
+        )
         for row in rows:
-            cand = row.candidate
-            print(
-                f"{row.n:>6} {cand['candidate_s']:>8.3f} {cand['candidate_speedup_over_ours']:>9.2f} "
-                f"{cand['candidate_peak_mb']:>8.1f} {cand['candidate_pct_of_matmul_rate']:>6.1f}% "
-                f"{cand['candidate_max_abs_diff']:>9.1e}"
-            )
+            for name, cand in row.candidates.items():
+                print(
+                    f"{row.n:>6} {name:>12} {cand['seconds']:>8.3f} {cand['speedup_over_ours']:>9.2f} "
+                    f"{cand['time_ratio_naive_over_candidate']:>10.2f} {cand['peak_mb']:>8.1f} "
+                    f"{cand['memory_ratio_naive_over_candidate']:>8.1f} {cand['pct_of_matmul_rate']:>6.1f}% "
+                    f"{cand['max_abs_diff']:>9.1e}"
+                )
 
 
 def check_targets(rows: Sequence[Row]) -> dict[str, bool]:
@@ -463,6 +488,12 @@ def check_targets(rows: Sequence[Row]) -> dict[str, bool]:
     }
 
 
+def _library_digest() -> str:
+    """sha256 of the benchmarked ``creamfl/ensemble.py``, so a result can be tied to the code it measured."""
+    with open(ensemble_module.__file__, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000], help="public-set sizes N")
@@ -473,7 +504,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (cores)")
     parser.add_argument("--json", type=str, default=None, help="write the results to this path")
-    parser.add_argument("--candidate", action="store_true", help="also run the CANDIDATE prototype")
+    parser.add_argument("--candidate", action="store_true", help="also run the CANDIDATE prototypes")
     parser.add_argument("--profile", type=int, default=None, metavar="N", help="phase breakdown of ours at N")
     parser.add_argument("--block-sizes", type=int, nargs="*", default=[], help="block-size sweep of ours")
     parser.add_argument("--sweep-n", type=int, default=8000, help="N for --block-sizes")
@@ -504,11 +535,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "clients": args.clients,
         "repeats": args.repeats,
         "seed": args.seed,
-        "default_block_elements": _BLOCK_ELEMENTS,
+        "library_block_elements": _BLOCK_ELEMENTS,
+        "library_sha256": _library_digest(),
     }
     print(
         f"torch {meta['torch']} on {args.device}, {meta['threads']} threads (cpu_count {meta['cpu_count']}), "
-        f"K={args.clients} d={args.dim} repeats={args.repeats}, load average {meta['load_average_start']}"
+        f"K={args.clients} d={args.dim} repeats={args.repeats}, load average {meta['load_average_start']}, "
+        f"creamfl/ensemble.py sha256 {str(meta['library_sha256'])[:12]}"
     )
     report: dict[str, Any] = {"meta": meta}
     if not args.skip_main:
@@ -523,10 +556,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["rows"] = [asdict(row) for row in rows]
         report["targets"] = targets
     if args.profile is not None:
-        phases = profile_ours(args, args.profile, device, None)
-        print(f"\nprofile of ours at N={args.profile} ({int(phases['rows_per_block'])} rows per block), seconds:")
-        print("  " + "  ".join(f"{name}={value:.3f}" for name, value in phases.items() if name != "rows_per_block"))
-        report["profile"] = {"n": args.profile, **phases}
+        profile = profile_ours(args, args.profile, device)
+        print(
+            f"\nprofile of one call of ours at N={args.profile} "
+            f"({profile['wall_s_profiled']:.3f} s under the profiler):"
+        )
+        for entry in profile["top_ops_self"]:
+            print(f"  {entry['op']:<32} {entry['self_s']:>8.3f} s self  {entry['calls']:>6} calls")
+        fold = profile["fold_check"]
+        print(
+            f"  fold check, all matmuls of one call at {int(fold['rows_per_block'])} rows per block: "
+            f"inner dim {args.dim}: {fold[f'matmul_k{args.dim}_s']:.3f} s, "
+            f"{args.dim + 1}: {fold[f'matmul_k{args.dim + 1}_s']:.3f} s"
+        )
+        report["profile"] = profile
     if args.block_sizes:
         sweep = sweep_block_sizes(args, device)
         print(f"\nblock-size sweep at N={args.sweep_n}:")
@@ -534,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("  " + "  ".join(f"{name}={value:.3f}" for name, value in entry.items()))
         report["block_size_sweep"] = {"n": args.sweep_n, "rows": sweep}
     meta["load_average_end"] = os.getloadavg()
+    meta["library_sha256_end"] = _library_digest()
+    if meta["library_sha256_end"] != meta["library_sha256"]:
+        print("WARNING: creamfl/ensemble.py changed during the run; the results mix two versions")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
