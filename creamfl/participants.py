@@ -52,25 +52,45 @@ def client_tokenizer() -> WordTokenizer:
     return WordTokenizer(vocabulary())
 
 
+def server_tokenizer(text_encoder: str) -> Tokenizer:
+    """all-MiniLM-L6-v2's WordPiece tokenizer for ``minilm``; else the scenes vocabulary."""
+    return PretrainedTokenizer(minilm_path()) if text_encoder == "minilm" else client_tokenizer()
+
+
 def build_server(config: SimulationConfig) -> SimServer:
-    torch.manual_seed(config.seed)
-    tokenizer: Tokenizer
-    if config.text_encoder == "minilm":
-        path = minilm_path()
-        tokenizer = PretrainedTokenizer(path)
-        text = BertTextConfig(pretrained_path=path, pad_id=tokenizer.pad_id)
+    return new_server(
+        embed_dim=config.embed_dim,
+        image_widths=config.server_image_widths,
+        text_encoder=config.text_encoder,
+        lr=config.server_lr,
+        seed=config.seed,
+        device=config.device,
+    )
+
+
+def new_server(
+    *, embed_dim: int, image_widths: tuple[int, ...], text_encoder: str, lr: float, seed: int, device: str
+) -> SimServer:
+    """A freshly initialised server model (deterministic in ``seed``), its optimizer and tokenizer."""
+    torch.manual_seed(seed)
+    tokenizer = server_tokenizer(text_encoder)
+    if isinstance(tokenizer, PretrainedTokenizer):
+        text = BertTextConfig(pretrained_path=minilm_path(), pad_id=tokenizer.pad_id)
     else:
-        tokenizer = client_tokenizer()
         text = BertTextConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
-    model = ServerModel(
-        ServerConfig(embed_dim=config.embed_dim, image=ResNetConfig(widths=config.server_image_widths), text=text)
-    ).to(config.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.server_lr, weight_decay=1e-4)
+    model = ServerModel(ServerConfig(embed_dim=embed_dim, image=ResNetConfig(widths=image_widths), text=text)).to(
+        device
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     return SimServer(model=model, optimizer=optimizer, tokenizer=tokenizer)
 
 
 def build_data(config: SimulationConfig, server_tokenizer: Tokenizer) -> SimData:
-    spec = _spec(config)
+    return split_data(_spec(config), server_tokenizer)
+
+
+def split_data(spec: BuiltinSpec, server_tokenizer: Tokenizer) -> SimData:
+    """The public pairs and the test split of the built-in dataset, tokenised for the server."""
     public, test = builtin_split(spec, "public"), builtin_split(spec, "test")
     # Each public item is one (image, caption) pair: its first caption. Distinct images, so no item
     # is a false negative of another in the contrastive terms.

@@ -1,0 +1,264 @@
+"""Client-facing routes: enroll, the public set, the long-polled task, downloads, uploads, reports."""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from coordinator_service import repositories as repo
+from coordinator_service.api.deps import (
+    BearerToken,
+    CurrentClient,
+    FederationId,
+    RoundNumber,
+    Services,
+    ServicesDep,
+    SessionDep,
+)
+from coordinator_service.db.engine import transaction
+from coordinator_service.db.models import Client, Report, Upload
+from coordinator_service.errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    UnsupportedMediaType,
+)
+from coordinator_service.metrics import DOWNLOAD_BYTES, LONG_POLLS, UPLOAD_BYTES, UPLOADS
+from coordinator_service.payloads import PayloadInfo
+from coordinator_service.services import clients as client_service
+from coordinator_service.services import uploads as upload_service
+from coordinator_service.services.rounds import config_of
+from coordinator_service.services.tasks import next_task
+from creamfl.data.builtin import BuiltinSpec, builtin_split
+from creamfl.data.manifest import scenes_manifest
+from shared_schemas.client import ClientCreate, ClientEnrolled, Modality
+from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, TrainTask, UploadPublic, WaitTask
+
+router = APIRouter(tags=["clients"])
+ModalityPath = Annotated[Modality, PathParam()]
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+UPLOAD_TYPES = ("application/octet-stream", "application/vnd.safetensors")
+
+
+@router.post("/federations/{federation_id}/clients", status_code=status.HTTP_201_CREATED)
+def enroll(federation_id: FederationId, request: ClientCreate, token: BearerToken, db: SessionDep) -> ClientEnrolled:
+    """Enroll with the federation's join token; the returned client token is shown once."""
+    with transaction(db) as session:
+        return client_service.enroll(session, federation_id=federation_id, join_token=token, request=request)
+
+
+@router.get("/federations/{federation_id}/public-set")
+def public_set(federation_id: FederationId, client: CurrentClient, db: SessionDep) -> dict[str, Any]:
+    """The public set's manifest; the built-in set is generated locally from ``spec`` and hash-checked."""
+    with transaction(db) as session:
+        config = config_of(repo.get_federation(session, federation_id=federation_id))
+    spec = config.public_set
+    return {
+        "kind": spec.kind,
+        "spec": spec.model_dump(),
+        "how": "generate locally: creamfl.data.builtin.builtin_split(spec, 'public'); compare sha256",
+        **_builtin_manifest(spec.seed, spec.size, spec.image_size),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin_manifest(seed: int, size: int, image_size: int) -> dict[str, Any]:
+    return scenes_manifest(builtin_split(BuiltinSpec(seed=seed, public_size=size, image_size=image_size), "public"))
+
+
+@router.get(
+    "/federations/{federation_id}/tasks/next",
+    response_model=TrainTask | WaitTask | DoneTask,
+    responses={200: {"description": "train, wait or done"}},
+)
+async def next_task_route(
+    federation_id: FederationId,
+    client: CurrentClient,
+    services: ServicesDep,
+    wait: Annotated[float, Query(ge=0, le=300, description="long-poll up to this many seconds")] = 0.0,
+) -> TrainTask | WaitTask | DoneTask:
+    deadline = time.monotonic() + min(wait, services.settings.long_poll_max_s)
+    LONG_POLLS.inc()
+    try:
+        while True:
+            task = await run_in_threadpool(_task_now, services, client)
+            remaining = deadline - time.monotonic()
+            if task is not None or remaining <= 0:
+                return task or WaitTask(retry_after=1.0)
+            await services.watcher.wait(remaining)
+    finally:
+        LONG_POLLS.dec()
+
+
+def _task_now(services: Services, client: Client) -> TrainTask | DoneTask | None:
+    with transaction(services.db) as session:
+        return next_task(session, client=client)
+
+
+@router.get(
+    "/federations/{federation_id}/rounds/{number}/global/{modality}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}},
+)
+def download_global(
+    federation_id: FederationId,
+    number: RoundNumber,
+    modality: ModalityPath,
+    client: CurrentClient,
+    services: ServicesDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The round's global representations of one modality (safetensors), with ETag and Range."""
+    with transaction(services.db) as session:
+        round_ = repo.get_round(session, federation_id=federation_id, number=number)
+        if not round_.global_reps or modality not in round_.global_reps:
+            raise NotFound(f"round {number} has not published its {modality} representations yet")
+        sha = round_.global_reps[modality]
+        participant = repo.participant(session, round_=round_, client_id=client.id)
+        size = services.store.path(sha).stat().st_size
+        if participant is not None and range_header is None and if_none_match != f'"{sha}"':
+            participant.downloaded_bytes += size
+    etag = f'"{sha}"'
+    if if_none_match == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"etag": etag})
+    if range_header is not None:
+        _check_range(range_header, size)
+    else:
+        DOWNLOAD_BYTES.inc(size)
+    return FileResponse(
+        services.store.path(sha),
+        media_type="application/octet-stream",
+        headers={"etag": etag, "x-content-sha256": sha, "cache-control": "private, max-age=86400, immutable"},
+    )
+
+
+def _check_range(value: str, size: int) -> None:
+    """One byte range, inside the file (JSON errors, unlike the file response's plain-text ones)."""
+    match = RANGE.match(value.strip())
+    if match is None or match.groups() == ("", ""):
+        raise Invalid("Range must be one 'bytes=start-end' range", range=value)
+    start, end = match.groups()
+    if start and (int(start) >= size or (end and int(end) < int(start))):
+        raise RangeNotSatisfiable(f"range {value} lies outside the {size}-byte file", size=size)
+
+
+@router.put(
+    "/federations/{federation_id}/rounds/{number}/uploads/{modality}",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    },
+)
+async def upload(
+    federation_id: FederationId,
+    number: RoundNumber,
+    modality: ModalityPath,
+    request: Request,
+    response: Response,
+    client: CurrentClient,
+    services: ServicesDep,
+    content_sha256: Annotated[str, Header(description="hex sha256 of the body")],
+    content_type: Annotated[str | None, Header()] = None,
+    content_length: Annotated[int | None, Header(ge=0)] = None,
+) -> UploadPublic:
+    """A safetensors payload ``[n, d]`` of this client's representations; idempotent."""
+    declared = content_sha256.strip().lower()
+    if not SHA256.match(declared):
+        raise Invalid("Content-SHA256 must be 64 hex digits")
+    if (content_type or "").split(";")[0].strip().lower() not in UPLOAD_TYPES:
+        raise UnsupportedMediaType(f"send the payload as one of {', '.join(UPLOAD_TYPES)}")
+    limit = services.settings.max_upload_bytes
+    if content_length is not None and content_length > limit:
+        raise PayloadTooLarge(f"the upload exceeds {limit} bytes", limit=limit)
+    target, existing = await run_in_threadpool(_precheck, services, client, number, modality, declared)
+    if existing is not None:
+        response.status_code = status.HTTP_200_OK
+        return _upload_public(existing, number)
+    temp, sha, size = await upload_service.receive_body(request.stream(), services.store, max_bytes=limit)
+    try:
+        if sha != declared:
+            raise Invalid("the body's sha256 does not match Content-SHA256", declared=declared, actual=sha)
+        info = await run_in_threadpool(upload_service.validate_payload_file, temp, target, modality)
+        outcome = await run_in_threadpool(_store, services, client, number, modality, temp, sha, size, info)
+    finally:
+        temp.unlink(missing_ok=True)
+    UPLOADS.labels(modality=modality, outcome="created" if outcome.created else "repeat").inc()
+    if outcome.created:
+        UPLOAD_BYTES.inc(size)
+        services.watcher.notify()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return _upload_public(outcome.upload, number)
+
+
+def _precheck(
+    services: Services, client: Client, number: int, modality: str, declared: str
+) -> tuple[upload_service.UploadTarget, Upload | None]:
+    with transaction(services.db) as session:
+        return upload_service.check_can_upload(
+            session, client=client, number=number, modality=modality, declared_sha256=declared
+        )
+
+
+def _store(
+    services: Services, client: Client, number: int, modality: str, temp: Path, sha: str, size: int, info: PayloadInfo
+) -> upload_service.UploadOutcome:
+    with transaction(services.db) as session:
+        return upload_service.store_upload(
+            session,
+            services.store,
+            client=client,
+            number=number,
+            modality=modality,
+            temp=temp,
+            sha256=sha,
+            size=size,
+            info=info,
+        )
+
+
+def _upload_public(upload: Upload, number: int) -> UploadPublic:
+    return UploadPublic(
+        round=number,
+        client_id=upload.client_id,
+        modality=upload.modality,
+        sha256=upload.sha256,
+        size=upload.size,
+        rows=upload.rows,
+        dim=upload.dim,
+        dtype=upload.dtype,
+        created_at=upload.created_at,
+    )
+
+
+@router.post("/federations/{federation_id}/rounds/{number}/reports", status_code=status.HTTP_201_CREATED)
+def report(
+    federation_id: FederationId, number: RoundNumber, body: ReportCreate, client: CurrentClient, db: SessionDep
+) -> ReportPublic:
+    """Local metrics of this client for a round it takes part in (a repeat replaces the earlier report)."""
+    with transaction(db) as session:
+        round_ = repo.get_round(session, federation_id=federation_id, number=number)
+        if repo.participant(session, round_=round_, client_id=client.id) is None and not any(
+            u.client_id == client.id for u in repo.uploads(session, round_id=round_.id)
+        ):
+            raise Forbidden(f"this client does not take part in round {number}")
+        stored = repo.report(session, round_id=round_.id, client_id=client.id)
+        if stored is None:
+            stored = Report(round_id=round_.id, client_id=client.id, metrics=body.metrics)
+            session.add(stored)
+        else:
+            stored.metrics = body.metrics
+        session.flush()
+        return ReportPublic(round=number, client_id=client.id, metrics=stored.metrics, created_at=stored.created_at)

@@ -1,0 +1,125 @@
+"""The coordinator's FastAPI application: API under /api/v1, the in-process worker, the watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coordinator_service.api.deps import Services
+from coordinator_service.api.routes import clients, federations, health
+from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.db.engine import make_engine, make_sessionmaker
+from coordinator_service.db.migrate import pending_migrations, upgrade
+from coordinator_service.errors import install_error_handlers
+from coordinator_service.jobs.worker import Worker
+from coordinator_service.metrics import HTTP_SECONDS
+from coordinator_service.security import load_or_create_admin_token, token_hash
+from coordinator_service.settings import Settings
+from coordinator_service.watcher import ChangeWatcher
+
+log = logging.getLogger("creamfl.coordinator")
+API_PREFIX = "/api/v1"
+
+
+class UnmigratedDatabase(RuntimeError):
+    pass
+
+
+def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
+    """``migrate``: bring the database to the newest schema first; otherwise refuse an unmigrated one."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, migrate=migrate)
+        app.state.services = services
+        watcher_task = asyncio.create_task(services.watcher.run())
+        stop = threading.Event()
+        worker_thread = None
+        if settings.in_process_worker:
+            worker = Worker(services.db, services.store, settings)
+            worker_thread = threading.Thread(target=worker.run_forever, args=(stop,), name="worker", daemon=True)
+            worker_thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher_task
+            if worker_thread is not None:
+                await asyncio.to_thread(worker_thread.join)
+
+    app = FastAPI(
+        title="CreamFL coordinator",
+        version="0.1.0",
+        description="Multimodal federated learning with contrastive representation ensembles (CreamFL).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (federations.router, clients.router, health.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_api_route("/healthz", health.healthz, include_in_schema=False)
+    app.add_api_route("/readyz", health.readyz, include_in_schema=False)
+    app.add_api_route("/metrics", health.metrics, include_in_schema=False)
+    app.add_middleware(_LatencyMiddleware)
+    return app
+
+
+def build_services(settings: Settings, *, migrate: bool) -> Services:
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    if migrate:
+        upgrade(url)
+    elif pending_migrations(engine, url):
+        raise UnmigratedDatabase(
+            "the database schema is not up to date: run `creamfl-coordinator migrate` (or serve --migrate)"
+        )
+    factory = make_sessionmaker(engine)
+    admin_token = load_or_create_admin_token(settings.admin_token, settings.data_dir)
+    return Services(
+        settings=settings,
+        db=factory,
+        store=ArtifactStore(settings.resolved_artifact_dir),
+        admin_token_hash=token_hash(admin_token),
+        watcher=ChangeWatcher(factory, settings.watch_interval_s),
+    )
+
+
+class _LatencyMiddleware:
+    """Request latency by route template (a pure ASGI middleware: streamed uploads pass untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_SECONDS.labels(method=scope["method"], route=route, status=str(status["code"])).observe(
+                time.perf_counter() - started
+            )

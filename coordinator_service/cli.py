@@ -1,0 +1,96 @@
+"""``creamfl-coordinator``: serve the API, migrate the database, or run a standalone job worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from coordinator_service.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="creamfl-coordinator", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API (and one in-process job worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="migrate the database first (default: yes for the embedded SQLite, no otherwise)",
+    )
+    serve.add_argument("--no-worker", dest="in_process_worker", action="store_false", default=None)
+    worker = commands.add_parser("worker", help="run a job worker against the same database and artifact store")
+    migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
+    for command in (serve, worker, migrate):
+        command.add_argument("--data-dir", type=Path, help="SQLite file, artifacts, admin token (CREAMFL_DATA_DIR)")
+        command.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (CREAMFL_DATABASE_URL)")
+        command.add_argument("--artifact-dir", type=Path)
+        command.add_argument("--device", help="auto, cpu, cuda, cuda:1 (CREAMFL_DEVICE)")
+        command.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings(**_overrides(args))
+    except ValidationError as exc:
+        print(f"creamfl-coordinator: bad settings: {exc}", file=sys.stderr)
+        return 2
+    handler = {"serve": _serve, "worker": _worker, "migrate": _migrate}[args.command]
+    return handler(settings, args)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("data_dir", "database_url", "artifact_dir", "device", "in_process_worker")
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coordinator_service.app import UnmigratedDatabase, create_app
+
+    migrate = args.migrate if args.migrate is not None else settings.is_sqlite
+    app = create_app(settings, migrate=migrate)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5)
+    except UnmigratedDatabase as exc:
+        print(f"creamfl-coordinator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from coordinator_service.app import UnmigratedDatabase, build_services
+    from coordinator_service.jobs.worker import Worker
+
+    try:
+        services = build_services(settings, migrate=False)
+    except UnmigratedDatabase as exc:
+        print(f"creamfl-coordinator: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(services.db, services.store, settings).run_forever(stop)
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from coordinator_service.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    print(f"migrated {settings.resolved_database_url.split('@')[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""One error hierarchy with codes, mapped to HTTP statuses in one place (DESIGN.md section 8).
+
+Every error leaves the API as ``{"error": {"code", "message", "details"}}``; nothing a client
+sends may produce a 5xx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class CoordinatorError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(CoordinatorError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(CoordinatorError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(CoordinatorError):
+    status, code = 404, "not_found"
+
+
+class Conflict(CoordinatorError):
+    status, code = 409, "conflict"
+
+
+class Gone(CoordinatorError):
+    status, code = 410, "gone"
+
+
+class PayloadTooLarge(CoordinatorError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(CoordinatorError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Invalid(CoordinatorError):
+    status, code = 422, "invalid"
+
+
+class RangeNotSatisfiable(CoordinatorError):
+    status, code = 416, "range_not_satisfiable"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CoordinatorError)
+    async def _coordinator_error(_request: Request, exc: CoordinatorError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(error_body("invalid", "the request is not valid", {"errors": problems}), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )

@@ -1,0 +1,1 @@
+"""Background jobs: rows in the database, claimed with leases, committed with the round transition."""

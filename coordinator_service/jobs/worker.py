@@ -1,0 +1,210 @@
+"""A worker: sweeps round deadlines, claims jobs, runs them with a renewed lease, commits the result
+with the round transition. Runs in the coordinator process (a thread) or alone
+(``creamfl-coordinator worker``) against the same database and artifact store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator_service import repositories as repo
+from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.db.engine import transaction
+from coordinator_service.db.models import Artifact, Federation, Job, Round, utcnow
+from coordinator_service.jobs import queue
+from coordinator_service.jobs.compute import JobInput, JobOutput, JobRunner, UploadRef, resolve_device
+from coordinator_service.metrics import JOB_SECONDS, JOBS_FINISHED
+from coordinator_service.services.rounds import JOB_FOR_STATE, advance_after_job, config_of, fail_round, handle_deadline
+from coordinator_service.settings import Settings
+
+log = logging.getLogger("creamfl.worker")
+
+
+class Worker:
+    def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, settings: Settings) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.runner = JobRunner(store, resolve_device(settings.device))
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started on %s", self.owner, self.runner.device)
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # a broken database connection must not kill the worker thread
+                log.exception("worker loop error")
+                busy = False
+            if not busy:
+                stop.wait(self.settings.worker_poll_s)
+
+    def run_once(self) -> bool:
+        """Sweep deadlines, then run at most one job. True when a job was run."""
+        self.sweep_deadlines()
+        with transaction(self.factory) as session:
+            job = queue.claim(session, owner=self.owner, lease_s=self.settings.lease_s)
+            if job is None:
+                return False
+            job_id, kind = job.id, job.kind
+            snapshot = self._snapshot(session, job)
+        if snapshot is None:
+            return True
+        log.info("job %s (%s, round %s) claimed", job_id, kind, snapshot.round_number)
+        started = time.perf_counter()
+        try:
+            with _LeaseKeeper(self, job_id):
+                output = self.runner.run(snapshot)
+                if self.settings.job_hold_s:
+                    time.sleep(self.settings.job_hold_s)
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job_id, kind)
+            self._record_failure(job_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            return True
+        committed = self._commit(job_id, output)
+        JOB_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+        log.info("job %s (%s) %s", job_id, kind, "committed" if committed else "lost its lease; result dropped")
+        return True
+
+    def sweep_deadlines(self) -> None:
+        now = utcnow()
+        with transaction(self.factory) as session:
+            due = [(r.federation_id, r.id) for r in repo.open_rounds_past_deadline(session, now=now)]
+        for federation_id, round_id in due:
+            with transaction(self.factory) as session:
+                federation = repo.get_federation(session, federation_id=federation_id, lock=True)
+                round_ = session.get(Round, round_id)
+                if round_ is not None:
+                    outcome = handle_deadline(session, federation, round_, now)
+                    if outcome:
+                        log.info("round %s of %s at its deadline: %s", round_.number, federation_id, outcome)
+
+    def _snapshot(self, session: Session, job: Job) -> JobInput | None:
+        """What the job needs; None (and the job closed) when it no longer applies."""
+        federation = session.get(Federation, job.federation_id)
+        round_ = session.get(Round, job.round_id)
+        assert federation is not None and round_ is not None
+        if federation.state in ("stopped", "failed"):
+            queue.fail(job, error=f"the federation is {federation.state}", max_attempts=0)
+            return None
+        if JOB_FOR_STATE.get(round_.state) != job.kind:
+            queue.finish(job, result={"skipped": f"round is {round_.state}"})
+            return None
+        uploads = [
+            UploadRef(client_id=u.client_id, modality=u.modality, sha256=u.sha256)  # type: ignore[arg-type]
+            for u in repo.uploads(session, round_id=round_.id)
+        ]
+        return JobInput(
+            kind=job.kind,
+            federation_id=federation.id,
+            config=config_of(federation),
+            round_number=round_.number,
+            subset=list(round_.subset),
+            start_checkpoint=federation.latest_checkpoint,
+            checkpoint_published=round_.checkpoint_published,
+            checkpoint_trained=round_.checkpoint_trained,
+            global_reps=round_.global_reps,
+            aggregates=round_.aggregates,
+            uploads=uploads,
+        )
+
+    def _commit(self, job_id: int, output: JobOutput) -> bool:
+        result, artifacts = output
+        with transaction(self.factory) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            federation = repo.get_federation(session, federation_id=job.federation_id, lock=True)
+            job = queue.still_owned(session, job_id=job_id, owner=self.owner)
+            if job is None:
+                return False
+            for sha, kind in artifacts.written.items():
+                if session.get(Artifact, sha) is None:
+                    session.add(Artifact(sha256=sha, size=self.runner.store.path(sha).stat().st_size, kind=kind))
+            round_ = session.get(Round, job.round_id)
+            assert round_ is not None
+            _apply(session, federation, round_, job.kind, result)
+            queue.finish(job, result=_summary(result))
+            advance_after_job(session, federation, round_, job.kind)
+        JOBS_FINISHED.labels(kind=job.kind, state="done").inc()
+        return True
+
+    def _record_failure(self, job_id: int, error: str) -> None:
+        with transaction(self.factory) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            federation = repo.get_federation(session, federation_id=job.federation_id, lock=True)
+            job = queue.still_owned(session, job_id=job_id, owner=self.owner)
+            if job is None:
+                return
+            if queue.fail(job, error=error, max_attempts=self.settings.max_job_attempts):
+                round_ = session.get(Round, job.round_id)
+                assert round_ is not None
+                fail_round(session, federation, round_, f"{job.kind} job failed {job.attempts} times: {error[:500]}")
+                JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
+
+
+def _apply(session: Session, federation: Federation, round_: Round, kind: str, result: dict[str, Any]) -> None:
+    """Store a job's result on its round (and federation)."""
+    if kind == "publish":
+        round_.checkpoint_published = result["checkpoint"]
+        round_.global_reps = result["global_reps"]
+        round_.server_stats = dict(result["server"])
+    elif kind == "aggregate":
+        round_.aggregates = result["aggregates"]
+        round_.weights = result["weights"]
+        for up in repo.uploads(session, round_id=round_.id):
+            stats = result["weights"].get(up.modality)
+            if stats is not None and up.client_id in stats["clients"]:
+                up.weight = stats["mean_weight"][stats["clients"].index(up.client_id)]
+    elif kind == "train":
+        round_.checkpoint_trained = result["checkpoint"]
+        round_.server_stats = {**(round_.server_stats or {}), **result["server"]}
+    elif kind == "evaluate":
+        round_.metrics = result["metrics"]
+        federation.latest_checkpoint = round_.checkpoint_trained
+        rsum = float(result["metrics"]["rsum"])
+        if federation.best_rsum is None or rsum > federation.best_rsum:
+            federation.best_rsum = rsum
+            federation.best_checkpoint = round_.checkpoint_trained
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k in ("checkpoint", "server", "metrics", "aggregates", "global_reps")}
+
+
+class _LeaseKeeper:
+    """Renews the job's lease every third of its length while the job runs."""
+
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self.worker, self.job_id = worker, job_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        interval = self.worker.settings.lease_s / 3
+        while not self.stop.wait(interval):
+            try:
+                with transaction(self.worker.factory) as session:
+                    kept = queue.renew(
+                        session, job_id=self.job_id, owner=self.worker.owner, lease_s=self.worker.settings.lease_s
+                    )
+                if not kept:
+                    log.warning("job %s: lease lost", self.job_id)
+                    return
+            except Exception:
+                log.exception("job %s: lease renewal failed", self.job_id)

@@ -1,0 +1,114 @@
+"""Queries, as keyword-only functions over a session. ``lock=True`` takes a row lock (FOR UPDATE) on
+PostgreSQL; on SQLite the IMMEDIATE transaction already serialises writers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator_service.db.models import Client, Federation, Job, Participant, Report, Round, RoundTransition, Upload
+from coordinator_service.errors import NotFound
+
+
+def get_federation(session: Session, *, federation_id: str, lock: bool = False) -> Federation:
+    query = select(Federation).where(Federation.id == federation_id)
+    federation = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if federation is None:
+        raise NotFound(f"no federation {federation_id!r}", federation_id=federation_id)
+    return federation
+
+
+def list_federations(session: Session) -> Sequence[Federation]:
+    return session.scalars(select(Federation).order_by(Federation.created_at, Federation.id)).all()
+
+
+def get_round(session: Session, *, federation_id: str, number: int, lock: bool = False) -> Round:
+    query = select(Round).where(Round.federation_id == federation_id, Round.number == number)
+    found = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if found is None:
+        raise NotFound(f"federation {federation_id!r} has no round {number}", round=number)
+    return found
+
+
+def current_round(session: Session, *, federation: Federation, lock: bool = False) -> Round | None:
+    if federation.current_round == 0:
+        return None
+    return get_round(session, federation_id=federation.id, number=federation.current_round, lock=lock)
+
+
+def list_rounds(session: Session, *, federation_id: str) -> Sequence[Round]:
+    return session.scalars(select(Round).where(Round.federation_id == federation_id).order_by(Round.number)).all()
+
+
+def client_by_token_hash(session: Session, *, token_hash: str) -> Client | None:
+    return session.scalars(select(Client).where(Client.token_hash == token_hash)).one_or_none()
+
+
+def get_client(session: Session, *, federation_id: str, client_id: str) -> Client:
+    client = session.get(Client, client_id)
+    if client is None or client.federation_id != federation_id:
+        raise NotFound(f"federation {federation_id!r} has no client {client_id!r}", client_id=client_id)
+    return client
+
+
+def list_clients(session: Session, *, federation_id: str) -> Sequence[Client]:
+    return session.scalars(
+        select(Client).where(Client.federation_id == federation_id).order_by(Client.enrolled_at, Client.id)
+    ).all()
+
+
+def count_clients(session: Session, *, federation_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Client).where(Client.federation_id == federation_id)) or 0
+
+
+def participants(session: Session, *, round_: Round) -> Sequence[Participant]:
+    return session.scalars(
+        select(Participant)
+        .where(Participant.round_id == round_.id, Participant.attempt == round_.attempt)
+        .order_by(Participant.id)
+    ).all()
+
+
+def participant(session: Session, *, round_: Round, client_id: str) -> Participant | None:
+    return session.scalars(
+        select(Participant).where(
+            Participant.round_id == round_.id,
+            Participant.attempt == round_.attempt,
+            Participant.client_id == client_id,
+        )
+    ).one_or_none()
+
+
+def uploads(session: Session, *, round_id: int) -> Sequence[Upload]:
+    return session.scalars(select(Upload).where(Upload.round_id == round_id).order_by(Upload.id)).all()
+
+
+def upload(session: Session, *, round_id: int, client_id: str, modality: str) -> Upload | None:
+    return session.scalars(
+        select(Upload).where(Upload.round_id == round_id, Upload.client_id == client_id, Upload.modality == modality)
+    ).one_or_none()
+
+
+def transitions(session: Session, *, round_id: int) -> Sequence[RoundTransition]:
+    return session.scalars(
+        select(RoundTransition).where(RoundTransition.round_id == round_id).order_by(RoundTransition.id)
+    ).all()
+
+
+def report(session: Session, *, round_id: int, client_id: str) -> Report | None:
+    query = select(Report).where(Report.round_id == round_id, Report.client_id == client_id)
+    return session.scalars(query).one_or_none()
+
+
+def list_jobs(session: Session, *, federation_id: str | None = None, limit: int = 200) -> list[tuple[Job, int]]:
+    """The newest jobs with their round numbers."""
+    query = select(Job, Round.number).join(Round, Round.id == Job.round_id).order_by(Job.id.desc()).limit(limit)
+    if federation_id is not None:
+        query = query.where(Job.federation_id == federation_id)
+    return [(job, number) for job, number in session.execute(query).all()]
+
+
+def open_rounds_past_deadline(session: Session, *, now: object) -> Sequence[Round]:
+    return session.scalars(select(Round).where(Round.state == "open", Round.deadline < now)).all()

@@ -1,0 +1,1 @@
+"""Business logic that both the API routes and the background jobs call."""

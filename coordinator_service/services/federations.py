@@ -1,0 +1,81 @@
+"""Creating, controlling and describing federations."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator_service import repositories as repo
+from coordinator_service.db.models import Federation, Round
+from coordinator_service.errors import Conflict
+from coordinator_service.security import new_token, token_hash
+from coordinator_service.services.rounds import create_round, start_next_round
+from shared_schemas.federation import FederationCreate, FederationCreated, FederationPublic
+
+# Which control actions each state allows, and the state they lead to.
+_CONTROL = {
+    "start": ({"created", "paused"}, "running"),
+    "pause": ({"running"}, "paused"),
+    "stop": ({"created", "running", "paused"}, "stopped"),
+}
+
+
+def create_federation(session: Session, config: FederationCreate) -> FederationCreated:
+    join_token = new_token("join")
+    federation = Federation(
+        id=f"fed-{secrets.token_hex(6)}",
+        name=config.name,
+        state="created",
+        config=config.model_dump(mode="json"),
+        join_token_hash=token_hash(join_token),
+        current_round=0,
+    )
+    session.add(federation)
+    session.flush()
+    return FederationCreated(**describe(session, federation).model_dump(), join_token=join_token)
+
+
+def control(session: Session, *, federation_id: str, action: str) -> FederationPublic:
+    federation = repo.get_federation(session, federation_id=federation_id, lock=True)
+    allowed, target = _CONTROL[action]
+    if federation.state not in allowed:
+        raise Conflict(
+            f"cannot {action} a federation that is {federation.state}",
+            state=federation.state,
+            allowed_from=sorted(allowed),
+        )
+    federation.state = target
+    if action == "start":
+        current = repo.current_round(session, federation=federation, lock=True)
+        if current is None:
+            create_round(session, federation, 1)
+        elif current.state == "completed":
+            start_next_round(session, federation)  # resumed between rounds
+    session.flush()
+    return describe(session, federation)
+
+
+def describe(session: Session, federation: Federation) -> FederationPublic:
+    completed = session.scalar(
+        select(func.count()).select_from(Round).where(Round.federation_id == federation.id, Round.state == "completed")
+    )
+    last = session.scalars(
+        select(Round)
+        .where(Round.federation_id == federation.id, Round.state == "completed")
+        .order_by(Round.number.desc())
+        .limit(1)
+    ).one_or_none()
+    return FederationPublic(
+        id=federation.id,
+        name=federation.name,
+        state=federation.state,
+        config=FederationCreate.model_validate(federation.config),
+        current_round=federation.current_round,
+        rounds_completed=completed or 0,
+        clients_enrolled=repo.count_clients(session, federation_id=federation.id),
+        last_rsum=(last.metrics or {}).get("rsum") if last is not None else None,
+        best_rsum=federation.best_rsum,
+        created_at=federation.created_at,
+    )

@@ -1,0 +1,37 @@
+"""A round as the admin API shows it."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator_service import repositories as repo
+from coordinator_service.db.models import Participant, Round
+from coordinator_service.services.rounds import uploaders
+from shared_schemas.rounds import RoundPublic, RoundTransition
+
+
+def describe_round(session: Session, round_: Round) -> RoundPublic:
+    done = uploaders(session, round_)
+    bytes_down = session.scalar(
+        select(func.coalesce(func.sum(Participant.downloaded_bytes), 0)).where(Participant.round_id == round_.id)
+    )
+    return RoundPublic(
+        number=round_.number,
+        state=round_.state,
+        attempt=round_.attempt,
+        deadline=round_.deadline,
+        failure_reason=round_.failure_reason,
+        subset_size=len(round_.subset),
+        selected=[p.client_id for p in repo.participants(session, round_=round_)],
+        uploaded={client: sorted(modalities) for client, modalities in done.items()},
+        transitions=[
+            RoundTransition(state=t.state, at=t.at, reason=t.reason)
+            for t in repo.transitions(session, round_id=round_.id)
+        ],
+        weights=round_.weights,
+        metrics=round_.metrics,
+        server=round_.server_stats,
+        bytes_up=sum(u.size for u in repo.uploads(session, round_id=round_.id)),
+        bytes_down=int(bytes_down or 0),
+    )

@@ -1,0 +1,183 @@
+"""The round state machine (DESIGN.md section 4). Each function runs inside the caller's transaction.
+
+pending -> open -> aggregating -> training -> evaluating -> completed, or failed with a reason.
+A round closes when every selected client uploaded every modality it has, or at its deadline
+with at least ``min_clients`` uploaders; below quorum it is re-opened with a fresh selection,
+``max_reopen`` times at most, then it fails.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import torch
+from sqlalchemy.orm import Session
+
+from coordinator_service import repositories as repo
+from coordinator_service.db.models import Client, Federation, Participant, Round, RoundTransition, utcnow
+from coordinator_service.jobs.queue import enqueue
+from shared_schemas.federation import FederationCreate
+
+# Which job moves a round out of each working state.
+JOB_FOR_STATE = {"pending": "publish", "aggregating": "aggregate", "training": "train", "evaluating": "evaluate"}
+# The state a job's success moves the round to.
+STATE_AFTER_JOB = {"publish": "open", "aggregate": "training", "train": "evaluating", "evaluate": "completed"}
+
+
+def config_of(federation: Federation) -> FederationCreate:
+    return FederationCreate.model_validate(federation.config)
+
+
+def round_seed(config: FederationCreate, number: int, salt: int = 0) -> int:
+    """Deterministic per federation, round and purpose: a re-run job draws the same numbers."""
+    return (config.seed * 1_000_003 + number * 9_176 + salt) % (2**63 - 1)
+
+
+def round_subset(config: FederationCreate, number: int) -> list[int]:
+    """The public rows this round uses, sorted (the payloads' row order)."""
+    generator = torch.Generator().manual_seed(round_seed(config, number, salt=1))
+    rows = torch.randperm(config.public_set.size, generator=generator)[: config.subset_size]
+    return [int(i) for i in rows.sort().values]
+
+
+def move(session: Session, round_: Round, state: str, reason: str | None = None) -> None:
+    round_.state = state
+    session.add(RoundTransition(round_id=round_.id, state=state, reason=reason))
+
+
+def create_round(session: Session, federation: Federation, number: int) -> Round:
+    """A new pending round with its publish job; becomes the federation's current round."""
+    round_ = Round(
+        federation_id=federation.id,
+        number=number,
+        state="pending",
+        attempt=0,
+        subset=round_subset(config_of(federation), number),
+    )
+    session.add(round_)
+    session.flush()
+    move(session, round_, "pending")
+    federation.current_round = number
+    enqueue(session, round_=round_, kind="publish")
+    return round_
+
+
+def open_round(session: Session, federation: Federation, round_: Round) -> None:
+    """After publishing: select clients, set the deadline."""
+    config = config_of(federation)
+    round_.deadline = utcnow() + timedelta(seconds=config.round_deadline_s)
+    move(session, round_, "open")
+    select_clients(session, federation, round_, keep=[])
+
+
+def select_clients(session: Session, federation: Federation, round_: Round, *, keep: list[str]) -> list[str]:
+    """Participants of the round's current attempt: ``keep`` first, then a seeded draw of the others."""
+    config = config_of(federation)
+    active = [c for c in repo.list_clients(session, federation_id=federation.id) if c.status == "active"]
+    kept = [c.id for c in active if c.id in keep]
+    others = [c.id for c in active if c.id not in keep]
+    generator = torch.Generator().manual_seed(round_seed(config, round_.number, salt=100 + round_.attempt))
+    order = torch.randperm(len(others), generator=generator).tolist()
+    chosen = kept + [others[i] for i in order][: max(config.clients_per_round - len(kept), 0)]
+    for client_id in chosen:
+        session.add(Participant(round_id=round_.id, client_id=client_id, attempt=round_.attempt))
+    session.flush()
+    return chosen
+
+
+def maybe_add_participant(session: Session, federation: Federation, round_: Round, client: Client) -> bool:
+    """A client that enrolled after the draw takes a free seat of the open round."""
+    if round_.state != "open" or client.status != "active":
+        return False
+    seats = config_of(federation).clients_per_round
+    if len(repo.participants(session, round_=round_)) >= seats:
+        return False
+    session.add(Participant(round_id=round_.id, client_id=client.id, attempt=round_.attempt))
+    session.flush()
+    return True
+
+
+def uploaders(session: Session, round_: Round) -> dict[str, set[str]]:
+    """client id -> modalities uploaded for this round (any attempt)."""
+    done: dict[str, set[str]] = {}
+    for up in repo.uploads(session, round_id=round_.id):
+        done.setdefault(up.client_id, set()).add(up.modality)
+    return done
+
+
+def complete_uploaders(session: Session, round_: Round) -> list[str]:
+    """Clients that uploaded every modality they have."""
+    done = uploaders(session, round_)
+    complete = []
+    for client_id, modalities in done.items():
+        client = session.get(Client, client_id)
+        if client is not None and set(client.modalities) <= modalities:
+            complete.append(client_id)
+    return complete
+
+
+def close_if_complete(session: Session, federation: Federation, round_: Round) -> bool:
+    """Every selected client has uploaded everything: stop collecting, aggregate."""
+    if round_.state != "open":
+        return False
+    selected = {p.client_id for p in repo.participants(session, round_=round_)}
+    if not selected or not selected <= set(complete_uploaders(session, round_)):
+        return False
+    _start_aggregation(session, round_, "all selected clients uploaded")
+    return True
+
+
+def handle_deadline(session: Session, federation: Federation, round_: Round, now: datetime) -> str | None:
+    """An open round past its deadline: close with quorum, re-open below it, fail when out of retries."""
+    if round_.state != "open" or round_.deadline is None or round_.deadline > now:
+        return None
+    config = config_of(federation)
+    done = complete_uploaders(session, round_)
+    if len(done) >= config.min_clients:
+        _start_aggregation(session, round_, f"deadline with quorum: {len(done)} of {config.min_clients} needed")
+        return "aggregating"
+    if round_.attempt >= config.max_reopen:
+        reason = f"quorum missed at the deadline {round_.attempt + 1} times ({len(done)} of {config.min_clients})"
+        fail_round(session, federation, round_, reason)
+        return "failed"
+    round_.attempt += 1
+    round_.deadline = now + timedelta(seconds=config.round_deadline_s)
+    move(session, round_, "open", f"re-opened: quorum missed ({len(done)} of {config.min_clients})")
+    select_clients(session, federation, round_, keep=done)
+    return "open"
+
+
+def _start_aggregation(session: Session, round_: Round, reason: str) -> None:
+    move(session, round_, "aggregating", reason)
+    enqueue(session, round_=round_, kind="aggregate")
+
+
+def advance_after_job(session: Session, federation: Federation, round_: Round, kind: str) -> None:
+    """The round transition that commits with a job's result."""
+    state = STATE_AFTER_JOB[kind]
+    if kind == "publish":
+        open_round(session, federation, round_)
+        return
+    move(session, round_, state)
+    if state in JOB_FOR_STATE:
+        enqueue(session, round_=round_, kind=JOB_FOR_STATE[state])
+    elif state == "completed":
+        start_next_round(session, federation)
+
+
+def start_next_round(session: Session, federation: Federation) -> None:
+    """After a completed round: the next one, or the federation is done. A paused federation waits."""
+    if federation.state != "running":
+        return
+    config = config_of(federation)
+    if federation.current_round >= config.rounds:
+        federation.state = "completed"
+        return
+    create_round(session, federation, federation.current_round + 1)
+
+
+def fail_round(session: Session, federation: Federation, round_: Round, reason: str) -> None:
+    round_.failure_reason = reason
+    move(session, round_, "failed", reason)
+    federation.state = "failed"
+    federation.failure_reason = f"round {round_.number}: {reason}"

@@ -1,0 +1,41 @@
+"""Coordinator settings: environment variables with the prefix ``CREAMFL_``, CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREAMFL_", extra="ignore")
+
+    data_dir: Path = Field(Path("creamfl-data"), description="SQLite file, artifacts and the admin token live here")
+    database_url: str | None = Field(None, description="default: SQLite in the data dir")
+    artifact_dir: Path | None = Field(None, description="default: <data_dir>/artifacts")
+    admin_token: str | None = Field(None, min_length=16, description="default: generated once into the data dir")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    in_process_worker: bool = True
+    worker_poll_s: float = Field(0.5, gt=0, description="how often an idle worker looks for jobs and deadlines")
+    lease_s: float = Field(30.0, gt=0, description="a job's lease; a killed worker's job is reclaimed after it")
+    max_job_attempts: int = Field(3, ge=1)
+    long_poll_max_s: float = Field(30.0, gt=0)
+    watch_interval_s: float = Field(0.25, gt=0, description="how often long polls re-read round states")
+    job_hold_s: float = Field(
+        0.0, ge=0, description="fault injection for crash tests: hold each finished job this long before committing"
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads for jobs (default: torch's)")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'coordinator.db').resolve()}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

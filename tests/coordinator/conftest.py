@@ -1,0 +1,44 @@
+"""Fixtures: a coordinator app on a real SQLite or PostgreSQL database, driven in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from coordinator_service.app import create_app
+from coordinator_service.settings import Settings
+from tests.coordinator.databases import database, drop_template
+from tests.coordinator.helpers import ADMIN_TOKEN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_template() -> Iterator[None]:
+    yield
+    drop_template()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        admin_token=ADMIN_TOKEN,
+        worker_poll_s=0.05,
+        watch_interval_s=0.05,
+        lease_s=5.0,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
