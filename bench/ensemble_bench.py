@@ -22,15 +22,13 @@ wait for a descheduled thread (a scheduler time slice), which penalises code mad
 small N) far more than one big matmul; the load average is printed and stored for that reason.
 
 Optional diagnostics: ``--profile N`` splits one call of ours into aten ops with ``torch.profiler`` (matmul vs exp vs
-sum vs the rest) and times its matmuls with inner dimension d vs d + 1; ``--block-sizes B ...`` sweeps the block size at
-``--sweep-n``; ``--candidate`` adds ``cand_expsum`` and ``cand_lsm``, prototypes of proposed changes to the library
-(clearly candidates, not the library code; see :func:`candidate_weights`).
+sum vs the rest); ``--block-sizes B ...`` sweeps the block size at ``--sweep-n``.
 
 Run (from the repository root)::
 
     .venv/bin/python bench/ensemble_bench.py                      # N = 2000 8000 20000, d = 256, K = 4
     .venv/bin/python bench/ensemble_bench.py --sizes 2000 --repeats 5 --json /tmp/ens.json
-    .venv/bin/python bench/ensemble_bench.py --sizes 8000 --candidate --profile 8000 --block-sizes 16 64 256 1024
+    .venv/bin/python bench/ensemble_bench.py --skip-main --profile 8000 --block-sizes 16 64 256 1024
 """
 
 from __future__ import annotations
@@ -45,8 +43,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,7 +52,7 @@ from torch import Tensor
 from creamfl import ensemble as ensemble_module
 from creamfl.ensemble import _BLOCK_ELEMENTS, ensemble_weights
 
-METHODS = ("ours", "naive", "matmul", "cand_expsum", "cand_lsm")
+METHODS = ("ours", "naive", "matmul")
 TARGET_MAX_ABS_DIFF = 1e-5
 TARGET_MEMORY_RATIO = 20.0  # ours' peak extra memory <= 1/20 of naive's (checked at the largest N)
 TARGET_TIME_RATIO = 1.0 / 1.2  # naive/ours >= 1/1.2: ours at most 1.2x slower than naive
@@ -103,84 +101,6 @@ def reference_weights_f64(local_reps: Sequence[Tensor], global_other: Tensor, ch
     return torch.softmax(scores, dim=0)
 
 
-# CANDIDATE: the log-sum-exp needs no shift when every logit of the block is within +-_CANDIDATE_SAFE_LOGIT (by
-# Cauchy-Schwarz, |L_c[i] . G[j]| <= |L_c[i]| * max_j |G[j]|): exp stays a normal float32 (e^-60 ~ 1e-26) and the
-# row sum cannot overflow below n ~ 3e12 (e^60 ~ 1e26). Unit vectors (|logit| <= 1) always qualify.
-_CANDIDATE_SAFE_LOGIT = 60.0
-CANDIDATES = ("cand_expsum", "cand_lsm")
-
-
-def _default_rows_per_block(n: int, clients: int) -> int:
-    """Rows per block as the library picks them today (``_BLOCK_ELEMENTS // (K * N)``): a ``[K * B, N]`` block."""
-    return min(n, max(1, _BLOCK_ELEMENTS // (clients * n)))
-
-
-def _candidate_validate(local_reps: Sequence[Tensor], global_other: Tensor) -> None:
-    """NaN/Inf check by two reductions per tensor (amax propagates NaN): no [N, d] temporaries, unlike isfinite."""
-    for mat in [*local_reps, global_other]:
-        extremes = torch.stack([mat.amax(), mat.amin()])
-        if not bool(torch.isfinite(extremes).all()):
-            raise ValueError("representations contain NaN or Inf")
-
-
-def candidate_weights(
-    local_reps: Sequence[Tensor],
-    global_other: Tensor,
-    *,
-    lse: Literal["expsum", "log_softmax"] = "expsum",
-    block_size: int | None = None,
-) -> Tensor:
-    """CANDIDATE (a prototype of a proposed library change, not library code): same result as ``ensemble_weights``.
-
-    ``exclude_self=False``, float32 only (enough to measure). The block layout is the library's (as of
-    ``creamfl/ensemble.py`` sha256 8b4335274ae8): per block of ``B`` rows, all K clients' rows in one
-    ``[K * B, N]`` logits buffer, ``B = _BLOCK_ELEMENTS // (K * N)`` by default, the buffer reused. Changes:
-
-    * ``lse="expsum"``: when every logit of the block is provably within +-60 (Cauchy-Schwarz bound, see
-      ``_CANDIDATE_SAFE_LOGIT``) the log-sum-exp is ``log(sum(exp(x)))`` with *no shift at all*: a plain
-      ``[K * B, d] @ [d, N]`` matmul (the library appends a ``-shift`` column: inner dimension ``d + 1 = 257``,
-      plus a ``torch.cat`` of the rows per block) -> ``exp_`` -> ``sum``; otherwise the exact row max;
-    * ``lse="log_softmax"``: ``s[c, i]`` is the diagonal element of ``log_softmax`` of the block (the fused
-      row-wise kernel: each row stays in cache across its max / sum-exp / write passes), written into a second
-      block buffer (2x block memory); no positive term, no bound;
-    * both: the NaN/Inf check by ``amax``/``amin`` (``torch.isfinite`` on ``[N, d]`` allocates float temporaries
-      that glibc then keeps resident: tens of MB at N = 20k).
-    """
-    _candidate_validate(local_reps, global_other)
-    num_clients = len(local_reps)
-    n, dim = global_other.shape
-    device = global_other.device
-    rows_per_block = min(n, block_size or _default_rows_per_block(n, num_clients))
-    global_norm_max = float(global_other.norm(dim=1).max())
-    scores = torch.empty(num_clients, n, device=device)  # [K, N]
-    rows_buffer = torch.empty(num_clients * rows_per_block, dim, device=device)  # reused: [K * B, d]
-    logits_buffer = torch.empty(num_clients * rows_per_block, n, device=device)  # reused: [K * B, N]
-    output_buffer = torch.empty_like(logits_buffer) if lse == "log_softmax" else None
-    for start in range(0, n, rows_per_block):
-        stop = min(start + rows_per_block, n)
-        width = stop - start
-        rows = rows_buffer[: num_clients * width].view(num_clients, width, dim)  # contiguous prefix
-        for client, reps in enumerate(local_reps):
-            rows[client] = reps[start:stop]
-        logits = logits_buffer[: num_clients * width]
-        torch.matmul(rows.view(-1, dim), global_other.T, out=logits)  # [K * B, N]
-        block = logits.view(num_clients, width, n)
-        if output_buffer is not None:
-            out = output_buffer[: num_clients * width].view(num_clients, width, n)
-            torch.log_softmax(block, dim=-1, out=out)
-            own = torch.arange(width, device=device)
-            scores[:, start:stop] = out[:, own, start + own]
-            continue
-        positive = (rows * global_other[start:stop]).sum(-1)  # [K, B]
-        if float(rows.norm(dim=-1).max()) * global_norm_max <= _CANDIDATE_SAFE_LOGIT:
-            scores[:, start:stop] = positive - block.exp_().sum(dim=-1).log_()
-        else:  # large logits: the exact row max, as in the library
-            row_max = block.amax(dim=-1, keepdim=True)
-            block.sub_(row_max).exp_()
-            scores[:, start:stop] = positive - block.sum(dim=-1).log_().add_(row_max.squeeze(-1))
-    return torch.softmax(scores, dim=0)
-
-
 def _matmul_operands(local_reps: Sequence[Tensor], global_other: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     stacked = torch.cat(list(local_reps))  # [K * N, d]
     out = torch.empty(stacked.shape[0], global_other.shape[0], device=global_other.device)  # [K * N, N]
@@ -193,10 +113,6 @@ def make_method(name: str, local_reps: list[Tensor], global_other: Tensor) -> Ca
         return lambda: ensemble_weights(local_reps, global_other)
     if name == "naive":
         return lambda: naive_weights(local_reps, global_other)
-    if name == "cand_expsum":
-        return lambda: candidate_weights(local_reps, global_other, lse="expsum")
-    if name == "cand_lsm":
-        return lambda: candidate_weights(local_reps, global_other, lse="log_softmax")
     if name == "matmul":
         left, right, out = _matmul_operands(local_reps, global_other)
         return lambda: torch.matmul(left, right, out=out)
@@ -332,13 +248,12 @@ class Row:
     pct_of_matmul_rate: float
     max_abs_diff: float
     naive_max_abs_diff: float
-    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # --candidate: CANDIDATE prototypes
 
 
 def bench_size(args: argparse.Namespace, n: int, device: torch.device) -> Row:
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
     reference = reference_weights_f64(local_reps, global_other, REFERENCE_CHUNK_ROWS)
-    names = ["ours", "naive", "matmul"] + (list(CANDIDATES) if args.candidate else [])
+    names = list(METHODS)
     results = {name: make_method(name, local_reps, global_other)() for name in names if name != "matmul"}
     diffs = {name: float((out.double() - reference).abs().max()) for name, out in results.items()}
     del results
@@ -347,7 +262,7 @@ def bench_size(args: argparse.Namespace, n: int, device: torch.device) -> Row:
     del methods
     peaks = {name: measure_peak_mb(args, name, n) for name in names if name != "matmul"}
     flops = 2.0 * args.clients * n * n * args.dim
-    row = Row(
+    return Row(
         n=n,
         ours_s=times["ours"],
         naive_s=times["naive"],
@@ -362,31 +277,13 @@ def bench_size(args: argparse.Namespace, n: int, device: torch.device) -> Row:
         max_abs_diff=diffs["ours"],
         naive_max_abs_diff=diffs["naive"],
     )
-    for name in names[3:]:
-        row.candidates[name] = {
-            "seconds": times[name],
-            "peak_mb": peaks[name],
-            "pct_of_matmul_rate": 100.0 * times["matmul"] / times[name],
-            "speedup_over_ours": times["ours"] / times[name],
-            "time_ratio_naive_over_candidate": times["naive"] / times[name],
-            "memory_ratio_naive_over_candidate": peaks["naive"] / max(peaks[name], 1e-9),
-            "max_abs_diff": diffs[name],
-        }
-    return row
-
-
-def _repeat_matmul(left: Tensor, right: Tensor, out: Tensor, calls: int) -> None:
-    for _ in range(calls):
-        torch.matmul(left, right, out=out)
 
 
 def profile_ours(args: argparse.Namespace, n: int, device: torch.device) -> dict[str, Any]:
-    """Where ours' time goes at ``n``: a ``torch.profiler`` op breakdown of one real call, plus the fold cost.
+    """Where ours' time goes at ``n``: a ``torch.profiler`` op breakdown of one real call.
 
     The breakdown is the self CPU time per aten op (matmul vs exp vs sum vs the rest), so it follows the library
-    whatever its loop looks like. The fold check times the matmuls of one call (all blocks of all clients, at the
-    library's default ``[K * B, N]`` block shape) with inner dimension d and d + 1 (the library's ``-shift``
-    column).
+    whatever its loop looks like.
     """
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
     ensemble_weights(local_reps, global_other)  # warm-up
@@ -403,44 +300,26 @@ def profile_ours(args: argparse.Namespace, n: int, device: torch.device) -> dict
         key=lambda item: -item[1],
     )
     top = [{"op": op, "self_s": seconds, "calls": count} for op, seconds, count in ops[:10]]
-
-    rows_per_block = _default_rows_per_block(n, args.clients)
-    calls = -(-n // rows_per_block)
-    out = torch.empty(args.clients * rows_per_block, n, device=device)
-    matmuls: dict[str, Callable[[], Any]] = {}
-    for inner in (args.dim, args.dim + 1):
-        left = torch.randn(args.clients * rows_per_block, inner, device=device)
-        right = torch.randn(n, inner, device=device).T
-        matmuls[f"matmul_k{inner}_s"] = functools.partial(_repeat_matmul, left, right, out, calls)
-    fold: dict[str, float] = {"rows_per_block": float(rows_per_block), **time_methods(matmuls, args.repeats, device)}
-    return {"n": n, "wall_s_profiled": wall, "top_ops_self": top, "fold_check": fold}
+    return {"n": n, "wall_s_profiled": wall, "top_ops_self": top}
 
 
 def sweep_block_sizes(args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
-    """Ours (and the CANDIDATES with ``--candidate``) at each ``--block-sizes`` value, N = ``--sweep-n``."""
+    """Ours at each ``--block-sizes`` value (B rows of every client: a ``[K * B, N]`` block), N = ``--sweep-n``."""
     n = args.sweep_n
     local_reps, global_other = make_inputs(n, args.dim, args.clients, args.seed, device)
     methods: dict[str, Callable[[], Any]] = {"matmul": make_method("matmul", local_reps, global_other)}
-    variants: dict[str, Callable[[int], Any]] = {
-        "ours": lambda size: ensemble_weights(local_reps, global_other, block_size=size)
-    }  # block_size as passed to each function: B rows of every client, a [K * B, N] block (library and candidates)
-    if args.candidate:
-        variants["cand_expsum"] = lambda size: candidate_weights(local_reps, global_other, block_size=size)
-        variants["cand_lsm"] = lambda size: candidate_weights(
-            local_reps, global_other, lse="log_softmax", block_size=size
-        )
     for size in args.block_sizes:
-        for name, variant in variants.items():
-            methods[f"{name}:{size}"] = functools.partial(variant, size)
+        methods[f"ours:{size}"] = functools.partial(ensemble_weights, local_reps, global_other, block_size=size)
     times = time_methods(methods, args.repeats, device)
-    rows = []
-    for size in args.block_sizes:
-        entry = {"block_size": float(size), "block_mb": args.clients * size * n * 4 / 2**20}
-        for name in variants:
-            entry[f"{name}_s"] = times[f"{name}:{size}"]
-            entry[f"{name}_pct_of_matmul_rate"] = 100.0 * times["matmul"] / times[f"{name}:{size}"]
-        rows.append(entry)
-    return rows
+    return [
+        {
+            "block_size": float(size),
+            "block_mb": args.clients * size * n * 4 / 2**20,
+            "ours_s": times[f"ours:{size}"],
+            "ours_pct_of_matmul_rate": 100.0 * times["matmul"] / times[f"ours:{size}"],
+        }
+        for size in args.block_sizes
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -462,20 +341,6 @@ def print_table(rows: Sequence[Row]) -> None:
             f"{row.ours_gflops:>9.1f} {row.matmul_gflops:>8.1f} {row.pct_of_matmul_rate:>6.1f}% "
             f"{row.max_abs_diff:>9.1e}"
         )
-    if any(row.candidates for row in rows):
-        print("\nCANDIDATES (prototypes in this script, not the library; see candidate_weights):")
-        print(
-            f"{'N':>6} {'candidate':>12} {'seconds':>8} {'ours/cand':>9} {'naive/cand':>10} {'peak MB':>8} "
-            f"{'mem n/c':>8} {'% of mm':>7} {'max|diff|':>9}"
-        )
-        for row in rows:
-            for name, cand in row.candidates.items():
-                print(
-                    f"{row.n:>6} {name:>12} {cand['seconds']:>8.3f} {cand['speedup_over_ours']:>9.2f} "
-                    f"{cand['time_ratio_naive_over_candidate']:>10.2f} {cand['peak_mb']:>8.1f} "
-                    f"{cand['memory_ratio_naive_over_candidate']:>8.1f} {cand['pct_of_matmul_rate']:>6.1f}% "
-                    f"{cand['max_abs_diff']:>9.1e}"
-                )
 
 
 def check_targets(rows: Sequence[Row]) -> dict[str, bool]:
@@ -504,7 +369,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (cores)")
     parser.add_argument("--json", type=str, default=None, help="write the results to this path")
-    parser.add_argument("--candidate", action="store_true", help="also run the CANDIDATE prototypes")
     parser.add_argument("--profile", type=int, default=None, metavar="N", help="phase breakdown of ours at N")
     parser.add_argument("--block-sizes", type=int, nargs="*", default=[], help="block-size sweep of ours")
     parser.add_argument("--sweep-n", type=int, default=8000, help="N for --block-sizes")
@@ -563,12 +427,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for entry in profile["top_ops_self"]:
             print(f"  {entry['op']:<32} {entry['self_s']:>8.3f} s self  {entry['calls']:>6} calls")
-        fold = profile["fold_check"]
-        print(
-            f"  fold check, all matmuls of one call at {int(fold['rows_per_block'])} rows per block: "
-            f"inner dim {args.dim}: {fold[f'matmul_k{args.dim}_s']:.3f} s, "
-            f"{args.dim + 1}: {fold[f'matmul_k{args.dim + 1}_s']:.3f} s"
-        )
         report["profile"] = profile
     if args.block_sizes:
         sweep = sweep_block_sizes(args, device)

@@ -6,10 +6,10 @@ the *other* modality's global representation of i among all n of them:
     s[c, i] = L_c[i] . G[i] - logsumexp_j(L_c[i] . G[j])        (j = i dropped with exclude_self)
 
 and the weights are a softmax over clients, per sample. The reference code materialised the n x n
-logits per client (about 30 GB at n = 50k); here rows are processed in blocks, so the extra memory
-is O(block_size * n), and each row's log-sum-exp is exact and overflow-safe: shifted by the
-Cauchy-Schwarz bound of its logits (folded into the matmul, no extra pass) or, for large norms,
-by its max.
+logits per client (about 30 GB at n = 50k); here rows are processed in blocks (every client's rows
+of a block in one plain matmul into a reused buffer), so the extra memory is O(block_size * n). Each
+row's log-sum-exp is exact and overflow-safe: unshifted when the Cauchy-Schwarz bound proves every
+logit of the block within +-60 (always so for unit vectors), shifted by the row max otherwise.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from torch import Tensor
 # Target size of one block of logits (float32 elements): 16M elements = 64 MB, small next to the
 # n x n matrix at any n where memory matters, large enough for matmul to run at full rate.
 _BLOCK_ELEMENTS = 1 << 24
-# Largest Cauchy-Schwarz bound on |logit| for which the bound itself can serve as the log-sum-exp
-# shift: exp(logit - bound) >= exp(-2 * 40), still a normal float32, so no row underflows to 0.
-_MAX_STATIC_SHIFT = 40.0
+# Largest |logit| for which log(sum(exp(logits))) needs no shift: exp(+-60) is a normal float32
+# (1e-26 to 1e26), so no term underflows to a zero sum and the sum overflows only beyond 3e12 terms.
+_SAFE_LOGIT = 60.0
 
 
 def ensemble_weights(
@@ -44,47 +44,44 @@ def ensemble_weights(
     _validate(local_reps, global_other)
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
-    n = global_other.shape[0]
+    n, dim = global_other.shape
     if exclude_self and n < 2:
         raise ValueError("exclude_self needs at least 2 public samples")
     acc_dtype = _accumulation_dtype(local_reps[0].dtype)
     device = global_other.device
-    # [N, d + 1]: the extra column of ones lets the matmul subtract each row's shift for free.
-    global_aug = torch.cat([global_other.to(acc_dtype), torch.ones(n, 1, dtype=acc_dtype, device=device)], dim=1)
-    global_norm_max = global_aug[:, :-1].norm(dim=1).max()
+    global_acc = global_other.to(acc_dtype)  # [N, d]; no copy unless the dtype changes
+    global_norm_max = float(global_acc.norm(dim=1).max())
     num_clients = len(local_reps)
     rows_per_block = min(n, block_size or max(1, _BLOCK_ELEMENTS // (num_clients * n)))
-    buffer = torch.empty(num_clients * rows_per_block, n, dtype=acc_dtype, device=device)  # reused: [K * B, N]
+    # Reused across blocks: every client's rows of a block in one matmul (K * B rows keep the GEMM efficient).
+    rows_buffer = torch.empty(num_clients * rows_per_block, dim, dtype=acc_dtype, device=device)  # [K * B, d]
+    logits_buffer = torch.empty(num_clients * rows_per_block, n, dtype=acc_dtype, device=device)  # [K * B, N]
     scores = torch.empty(num_clients, n, dtype=acc_dtype, device=device)  # [K, N]
     for start in range(0, n, rows_per_block):
         stop = min(start + rows_per_block, n)
-        # Every client's rows of this block in one matmul: K * B rows keep the GEMM efficient.
-        rows = torch.stack([reps[start:stop] for reps in local_reps]).to(acc_dtype)  # [K, B, d]
-        logits = buffer[: num_clients * (stop - start)].view(num_clients, stop - start, n)  # [K, B, N]
-        scores[:, start:stop] = _block_scores(rows, global_aug, global_norm_max, logits, start, exclude_self)
+        width = stop - start
+        rows = rows_buffer[: num_clients * width].view(num_clients, width, dim)  # [K, B, d]
+        for client, reps in enumerate(local_reps):
+            rows[client] = reps[start:stop]  # casts to the accumulation dtype
+        logits = logits_buffer[: num_clients * width]  # [K * B, N]
+        torch.matmul(rows.view(-1, dim), global_acc.T, out=logits)
+        # Cauchy-Schwarz: |L_c[i] . G[j]| <= |L_c[i]| * max_j |G[j]| for every logit of the block.
+        bounded = float(rows.norm(dim=-1).max()) * global_norm_max <= _SAFE_LOGIT
+        scores[:, start:stop] = _block_scores(logits.view(num_clients, width, n), start, exclude_self, bounded)
     return torch.softmax(scores, dim=0)
 
 
-def _block_scores(
-    rows: Tensor, global_aug: Tensor, global_norm_max: Tensor, logits: Tensor, start: int, exclude_self: bool
-) -> Tensor:
-    """``s = l_i . g_i - logsumexp_j(l_i . g_j)`` for rows ``[K, B, d]``; fills ``logits`` ``[K, B, N]``."""
-    width = rows.shape[1]
-    positive = (rows * global_aug[start : start + width, :-1]).sum(-1)  # [K, B]
-    bound = rows.norm(dim=-1) * global_norm_max  # [K, B] >= max_j |l_i . g_j| (Cauchy-Schwarz)
-    static = bool(bound.max() <= _MAX_STATIC_SHIFT)
-    # Unit-norm features (the normal case) have |logit| <= 1, so the bound is a safe shift and the
-    # row max is never needed; larger norms fall back to the exact row max.
-    shift = bound if static else torch.zeros_like(bound)
-    augmented = torch.cat([rows, -shift.unsqueeze(-1)], dim=-1)  # [K, B, d + 1]
-    torch.matmul(augmented.flatten(0, 1), global_aug.T, out=logits.view(-1, logits.shape[-1]))  # [K * B, N]
+def _block_scores(logits: Tensor, start: int, exclude_self: bool, bounded: bool) -> Tensor:
+    """``s = l_i . g_i - logsumexp_j(l_i . g_j)`` from the block's logits ``[K, B, N]`` (overwritten). ``[K, B]``."""
+    own = torch.arange(logits.shape[1], device=logits.device)
+    positive = logits[:, own, start + own]  # [K, B], a copy: the in-place ops below leave it alone
     if exclude_self:
-        own = torch.arange(width, device=rows.device)
         logits[:, own, start + own] = float("-inf")
-    if not static:
-        shift = logits.amax(dim=-1)  # [K, B]; finite: n >= 2 when excluding self
-        logits.sub_(shift.unsqueeze(-1))
-    return positive - shift - logits.exp_().sum(dim=-1).log_()
+    if bounded:
+        return positive - logits.exp_().sum(dim=-1).log_()
+    # Large norms: shift by the exact row max (finite: n >= 2 when excluding self).
+    shift = logits.amax(dim=-1, keepdim=True)  # [K, B, 1]
+    return positive - shift.squeeze(-1) - logits.sub_(shift).exp_().sum(dim=-1).log_()
 
 
 def contrastive_ensemble(
@@ -134,6 +131,11 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _all_finite(mat: Tensor) -> bool:
+    # aminmax propagates NaN and reaches +-inf: one reduction, no [N, d] temporary (unlike torch.isfinite).
+    return bool(torch.isfinite(torch.stack(torch.aminmax(mat))).all())
+
+
 def _validate(local_reps: Sequence[Tensor], global_other: Tensor | None) -> None:
     if len(local_reps) == 0:
         raise ValueError("no client representations to aggregate")
@@ -147,7 +149,7 @@ def _validate(local_reps: Sequence[Tensor], global_other: Tensor | None) -> None
             raise ValueError(f"client {client} is on {reps.device}, client 0 on {first.device}")
         if not reps.is_floating_point():
             raise ValueError(f"client {client} representations must be floating point, got {reps.dtype}")
-        if not bool(torch.isfinite(reps).all()):
+        if not _all_finite(reps):
             raise ValueError(f"client {client} representations contain NaN or Inf")
     if global_other is not None:
         if global_other.shape != first.shape:
@@ -157,5 +159,5 @@ def _validate(local_reps: Sequence[Tensor], global_other: Tensor | None) -> None
             )
         if global_other.device != first.device:
             raise ValueError(f"global representations are on {global_other.device}, clients on {first.device}")
-        if not bool(torch.isfinite(global_other).all()):
+        if not _all_finite(global_other):
             raise ValueError("global representations contain NaN or Inf")

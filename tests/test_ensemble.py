@@ -125,6 +125,24 @@ def test_large_norm_features_do_not_overflow(exclude_self: bool) -> None:
     assert (weights.to(torch.float64) - expected).abs().max().item() <= 2e-3
 
 
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_large_norm_block_falls_back_alone(exclude_self: bool) -> None:
+    # Prepare: unit vectors except rows 8-11 of every client, scaled by 200 (logits near 200: exp overflows).
+    # With block_size 4 exactly one block needs the row-max shift; the unshifted blocks around it must not change.
+    local_reps, global_other = make_case(num_clients=3, n=20, seed=9)
+    for reps in local_reps:
+        reps[8:12] *= 200.0
+    naive_lse = torch.exp(local_reps[0][8:12] @ global_other.T).sum(dim=1).log()
+    expected = naive_reference_weights(local_reps, global_other, exclude_self=exclude_self)
+
+    # Execute
+    weights = ensemble_weights(local_reps, global_other, exclude_self=exclude_self, block_size=4)
+
+    # Assert
+    assert torch.isinf(naive_lse).any(), "the scaled block must overflow an unshifted float32 log-sum-exp"
+    assert (weights.to(torch.float64) - expected).abs().max().item() <= 1e-5
+
+
 def test_moderately_large_norm_matches_reference_closely() -> None:
     # Prepare: scaled by 10 (logits up to 100, still beyond float32's exp range of about 88.7).
     local_unit, global_unit = make_case(num_clients=3, n=30, dim=8, seed=2)
