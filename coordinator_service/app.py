@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator_service.api.deps import Services
 from coordinator_service.api.routes import clients, federations, health
 from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.dashboard import routes as dashboard
 from coordinator_service.db.engine import make_engine, make_sessionmaker
 from coordinator_service.db.migrate import pending_migrations, upgrade
-from coordinator_service.errors import install_error_handlers
+from coordinator_service.errors import ERROR_RESPONSES, install_error_handlers
 from coordinator_service.jobs.worker import Worker
 from coordinator_service.metrics import HTTP_SECONDS
 from coordinator_service.security import load_or_create_admin_token, token_hash
@@ -65,10 +67,12 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     install_error_handlers(app)
     for router in (federations.router, clients.router, health.router):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)
     app.add_api_route("/metrics", health.metrics, include_in_schema=False)
+    app.include_router(dashboard.router)
+    app.mount(dashboard.STATIC_URL, StaticFiles(directory=dashboard.STATIC_DIR), name="dashboard-static")
     app.add_middleware(_LatencyMiddleware)
     return app
 

@@ -52,6 +52,7 @@ class ArtifactStore:
         target = self.path(sha256)
         if target.is_file():
             temp.unlink(missing_ok=True)
+            os.utime(target)  # fresh again: the garbage collector spares it until its row commits
             return target
         target.parent.mkdir(exist_ok=True)
         os.replace(temp, target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from coordinator_service.logs import configure_logging
 from coordinator_service.settings import Settings
 
 
@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--artifact-dir", type=Path)
         command.add_argument("--device", help="auto, cpu, cuda, cuda:1 (CREAMFL_DEVICE)")
         command.add_argument("--log-level", default="INFO")
+        command.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         settings = Settings(**_overrides(args))
     except ValidationError as exc:
@@ -55,16 +56,41 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from coordinator_service.app import UnmigratedDatabase, create_app
+    from coordinator_service.app import create_app
+    from coordinator_service.db.engine import make_engine
+    from coordinator_service.db.migrate import pending_migrations, upgrade
 
-    migrate = args.migrate if args.migrate is not None else settings.is_sqlite
-    app = create_app(settings, migrate=migrate)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    engine = make_engine(url)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=5)
-    except UnmigratedDatabase as exc:
-        print(f"creamfl-coordinator: {exc}", file=sys.stderr)
+        if args.migrate if args.migrate is not None else settings.is_sqlite:
+            upgrade(url)
+            unmigrated = False
+        else:
+            unmigrated = pending_migrations(engine, url)
+    finally:
+        engine.dispose()
+    if unmigrated:
+        print(
+            "creamfl-coordinator: the database schema is not up to date: "
+            "run `creamfl-coordinator migrate` first (or serve --migrate)",
+            file=sys.stderr,
+        )
         return 2
-    return 0
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Long polls would hold a graceful shutdown for their whole wait: answer them now.
+            services = getattr(app.state, "services", None)
+            if services is not None:
+                services.watcher.close_soon()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower()))
+    server.run()
+    return 0 if server.started else 3  # 3: startup failed (the reason is in the log above)
 
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:

@@ -6,12 +6,16 @@ sends may produce a 5xx.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("creamfl.coordinator")
 
 
 class CoordinatorError(Exception):
@@ -60,6 +64,25 @@ class RangeNotSatisfiable(CoordinatorError):
     status, code = 416, "range_not_satisfiable"
 
 
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable, e.g. not_found, invalid, conflict")
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorInfo
+
+
+# Documents the error body in the OpenAPI schema (and replaces FastAPI's default 422 schema, which
+# describes a body this API never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "the request was refused; see error.code"}
+}
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -91,6 +114,12 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return JSONResponse(error_body("invalid", "the request is not valid", {"errors": problems}), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input; still a JSON body, and the details stay in the log, not the response.
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("internal", "internal server error; see the coordinator's log"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

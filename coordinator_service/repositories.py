@@ -4,20 +4,28 @@ PostgreSQL; on SQLite the IMMEDIATE transaction already serialises writers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from coordinator_service.db.models import Client, Federation, Job, Participant, Report, Round, RoundTransition, Upload
 from coordinator_service.errors import NotFound
 
+T = TypeVar("T")
+
 
 def get_federation(session: Session, *, federation_id: str, lock: bool = False) -> Federation:
     query = select(Federation).where(Federation.id == federation_id)
-    federation = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    federation = session.scalars(_locked(query) if lock else query).one_or_none()
     if federation is None:
         raise NotFound(f"no federation {federation_id!r}", federation_id=federation_id)
     return federation
+
+
+def _locked(query: Select[T]) -> Select[T]:
+    """FOR UPDATE, and the row as read under the lock even where the session holds an older copy."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def list_federations(session: Session) -> Sequence[Federation]:
@@ -26,7 +34,7 @@ def list_federations(session: Session) -> Sequence[Federation]:
 
 def get_round(session: Session, *, federation_id: str, number: int, lock: bool = False) -> Round:
     query = select(Round).where(Round.federation_id == federation_id, Round.number == number)
-    found = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    found = session.scalars(_locked(query) if lock else query).one_or_none()
     if found is None:
         raise NotFound(f"federation {federation_id!r} has no round {number}", round=number)
     return found
@@ -111,4 +119,10 @@ def list_jobs(session: Session, *, federation_id: str | None = None, limit: int 
 
 
 def open_rounds_past_deadline(session: Session, *, now: object) -> Sequence[Round]:
-    return session.scalars(select(Round).where(Round.state == "open", Round.deadline < now)).all()
+    """Open rounds of running federations whose deadline passed (a paused federation's clock stops)."""
+    query = (
+        select(Round)
+        .join(Federation, Federation.id == Round.federation_id)
+        .where(Round.state == "open", Round.deadline < now, Federation.state == "running")
+    )
+    return session.scalars(query).all()

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     max_job_attempts: int = Field(3, ge=1)
     long_poll_max_s: float = Field(30.0, gt=0)
     watch_interval_s: float = Field(0.25, gt=0, description="how often long polls re-read round states")
+    gc_interval_s: float = Field(3600.0, gt=0, description="how often a worker deletes orphan artifact files")
+    gc_min_age_s: float = Field(3600.0, ge=0, description="an orphan is deleted only once it is this old")
     job_hold_s: float = Field(
         0.0, ge=0, description="fault injection for crash tests: hold each finished job this long before committing"
     )

@@ -19,8 +19,11 @@ class ChangeWatcher:
         self.interval_s = interval_s
         self._changed = asyncio.Event()
         self._version: tuple[object, ...] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(Exception):  # a database hiccup: waiters fall back to their timeout
                 version = await run_in_threadpool(self._read_version)
@@ -33,6 +36,12 @@ class ChangeWatcher:
         """Wake every current waiter (call on the event loop)."""
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def close_soon(self) -> None:
+        """The server is shutting down: release every waiter now (callable from any thread)."""
+        self.closing = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.notify)
 
     async def wait(self, timeout_s: float) -> None:
         """Until the next change or ``timeout_s``."""

@@ -29,7 +29,7 @@ def save_training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> b
             else:
                 scalars[f"{index}.{key}"] = value
     metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
-    return st_save(tensors, metadata=metadata)
+    return _canonical(st_save(tensors, metadata=metadata))
 
 
 def load_training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, data: bytes) -> None:
@@ -48,6 +48,20 @@ def load_training_state(model: nn.Module, optimizer: torch.optim.Optimizer | Non
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+
+
+def _canonical(data: bytes) -> bytes:
+    """The same bytes for the same state in every process, so a re-run job writes the same artifact.
+
+    safetensors writes the metadata map in a per-process random order (a Rust ``HashMap``); sort it.
+    Tensor offsets are relative to the data section, so only the header is rewritten (padded to 8).
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + length :]
 
 
 def _metadata(data: bytes) -> dict[str, str]:

@@ -49,7 +49,8 @@ class PretrainedTokenizer:
     """A tokenizer read from a local folder (e.g. all-MiniLM-L6-v2's); never from a hub."""
 
     def __init__(self, path: Path, *, max_length: int = 32) -> None:
-        from transformers import AutoTokenizer
+        # The defining module, not the package: its lazy attribute loading is not thread-safe.
+        from transformers.models.auto.tokenization_auto import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.max_length = max_length

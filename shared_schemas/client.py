@@ -16,7 +16,12 @@ class ClientCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     modalities: list[Modality] = Field(min_length=1, max_length=2)
-    model: str = Field(min_length=1, max_length=100, description="the client model, e.g. image-cnn-s")
+    model: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # no control characters (PostgreSQL refuses NUL in text)
+        description="the client model, e.g. image-cnn-s",
+    )
     samples: int = Field(ge=0, le=10**9, description="private training samples")
 
     @field_validator("modalities")

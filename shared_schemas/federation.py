@@ -55,7 +55,8 @@ class ClientTrainingSpec(_Strict):
 
 
 class FederationCreate(_Strict):
-    name: str = Field(min_length=1, max_length=100)
+    # No control characters (PostgreSQL refuses NUL in text; the others only garble listings).
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     embed_dim: int = Field(128, ge=8, le=4096)
     public_set: PublicSetSpec = PublicSetSpec()
@@ -96,6 +97,9 @@ class FederationPublic(BaseModel):
     clients_enrolled: int
     last_rsum: float | None
     best_rsum: float | None
+    latest_checkpoint: str | None = Field(description="sha256 of the newest server checkpoint")
+    best_checkpoint: str | None = Field(description="sha256 of the server checkpoint with the best rsum")
+    failure_reason: str | None = Field(None, description="why the federation failed (state failed)")
     created_at: datetime
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from shared_schemas.client import Modality
 from shared_schemas.federation import ClientTrainingSpec, PayloadDtype
@@ -44,7 +44,8 @@ Task = TrainTask | WaitTask | DoneTask
 class ReportCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metrics: dict[str, float] = Field(max_length=64, description="local metrics: losses, seconds, ...")
+    # Finite only: JSON has no NaN or Infinity (PostgreSQL refuses them; a response could not carry them).
+    metrics: dict[str, FiniteFloat] = Field(max_length=64, description="local metrics: losses, seconds, ...")
 
 
 class ReportPublic(BaseModel):

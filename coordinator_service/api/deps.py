@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
 from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.dashboard.sessions import CSRF_HEADER, SESSION_COOKIE, DashboardSessions
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Client, utcnow
 from coordinator_service.errors import Forbidden, Unauthorized
@@ -28,6 +29,10 @@ class Services:
     store: ArtifactStore
     admin_token_hash: str
     watcher: ChangeWatcher
+    dashboard_sessions: DashboardSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dashboard_sessions = DashboardSessions(self.admin_token_hash)
 
 
 def get_services(request: Request) -> Services:
@@ -36,7 +41,10 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-FederationId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+# Ids are short and plain: anything else (a NUL byte, say, which PostgreSQL refuses) is a 422, not a 500.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+FederationId = Annotated[str, Path(min_length=1, max_length=32, pattern=ID_PATTERN)]
+ClientId = Annotated[str, Path(min_length=1, max_length=32, pattern=ID_PATTERN)]
 RoundNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 
 
@@ -59,9 +67,21 @@ def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def require_admin(services: ServicesDep, token: BearerToken) -> None:
-    if not token_matches(token, services.admin_token_hash):
-        raise Unauthorized("this route needs the admin token")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def require_admin(
+    request: Request, services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """The admin token as ``Authorization: Bearer``, or else a dashboard login session (its cookie)."""
+    if authorization is not None or SESSION_COOKIE not in request.cookies:
+        if not token_matches(bearer_token(authorization), services.admin_token_hash):
+            raise Unauthorized("this route needs the admin token")
+        return
+    if not services.dashboard_sessions.verify(request.cookies[SESSION_COOKIE]):
+        raise Unauthorized("the dashboard session has expired or is not valid: log in again")
+    if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+        raise Forbidden(f"a change made with the dashboard session needs the header {CSRF_HEADER}: 1")
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

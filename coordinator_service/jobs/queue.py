@@ -34,12 +34,17 @@ def enqueue(session: Session, *, round_: Round, kind: str) -> Job:
     return job
 
 
-def claim(session: Session, *, owner: str, lease_s: float, now: datetime | None = None) -> Job | None:
-    """The oldest runnable job (queued, or running with an expired lease), leased to ``owner``."""
+def claim(
+    session: Session, *, owner: str, lease_s: float, max_attempts: int = 3, now: datetime | None = None
+) -> Job | None:
+    """The oldest runnable job (queued, or running with an expired lease), leased to ``owner``.
+
+    A job whose workers died ``max_attempts`` times is not claimed again: :func:`abandoned` finds it."""
     now = now or utcnow()
+    expired = (Job.state == "running") & (Job.lease_expires_at < now)
     query = (
         select(Job)
-        .where(or_(Job.state == "queued", (Job.state == "running") & (Job.lease_expires_at < now)))
+        .where(or_(Job.state == "queued", expired & (Job.attempts < max_attempts)))
         .order_by(Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -55,6 +60,23 @@ def claim(session: Session, *, owner: str, lease_s: float, now: datetime | None 
     return job
 
 
+def abandoned(session: Session, *, max_attempts: int, now: datetime | None = None) -> list[tuple[str, int]]:
+    """(federation id, job id) of jobs whose lease expired on their last allowed attempt."""
+    query = select(Job.federation_id, Job.id).where(
+        Job.state == "running", Job.lease_expires_at < (now or utcnow()), Job.attempts >= max_attempts
+    )
+    return [(federation_id, job_id) for federation_id, job_id in session.execute(query).all()]
+
+
+def abandoned_job(session: Session, *, job_id: int, max_attempts: int) -> Job | None:
+    """The job, locked, if it is still abandoned (its lease may have been renewed meanwhile)."""
+    job = session.scalars(
+        select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    expired = job.lease_expires_at is not None and job.lease_expires_at < utcnow()
+    return job if job.state == "running" and expired and job.attempts >= max_attempts else None
+
+
 def renew(session: Session, *, job_id: int, owner: str, lease_s: float) -> bool:
     """Extend the lease; False when someone else holds the job now (our lease had expired)."""
     result = session.execute(
@@ -66,8 +88,14 @@ def renew(session: Session, *, job_id: int, owner: str, lease_s: float) -> bool:
 
 
 def still_owned(session: Session, *, job_id: int, owner: str) -> Job | None:
-    """The job, locked, if ``owner`` still holds it; None if the lease passed to another worker."""
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    """The job, locked, if ``owner`` still holds it; None if the lease passed to another worker.
+
+    ``populate_existing``: a copy of the job this session loaded before the lock (the worker reads
+    it to find its federation) must not stand in for the row as locked, or a worker whose lease was
+    taken over meanwhile would still see itself as the owner and commit.
+    """
+    query = select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+    job = session.scalars(query).one()
     if job.state != "running" or job.lease_owner != owner:
         return None
     return job

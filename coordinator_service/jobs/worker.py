@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
 import traceback
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
@@ -32,13 +34,18 @@ class Worker:
     def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, settings: Settings) -> None:
         self.factory = factory
         self.settings = settings
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # Fits the 64-character lease_owner column whatever the hostname (pod names can be long).
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.runner = JobRunner(store, resolve_device(settings.device))
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started on %s", self.owner, self.runner.device)
+        next_gc = time.monotonic()
         while not stop.is_set():
             try:
+                if time.monotonic() >= next_gc:
+                    self.collect_garbage()
+                    next_gc = time.monotonic() + self.settings.gc_interval_s
                 busy = self.run_once()
             except Exception:  # a broken database connection must not kill the worker thread
                 log.exception("worker loop error")
@@ -47,10 +54,13 @@ class Worker:
                 stop.wait(self.settings.worker_poll_s)
 
     def run_once(self) -> bool:
-        """Sweep deadlines, then run at most one job. True when a job was run."""
+        """Sweep deadlines and abandoned jobs, then run at most one job. True when a job was run."""
         self.sweep_deadlines()
+        self.sweep_abandoned_jobs()
         with transaction(self.factory) as session:
-            job = queue.claim(session, owner=self.owner, lease_s=self.settings.lease_s)
+            job = queue.claim(
+                session, owner=self.owner, lease_s=self.settings.lease_s, max_attempts=self.settings.max_job_attempts
+            )
             if job is None:
                 return False
             job_id, kind = job.id, job.kind
@@ -72,6 +82,32 @@ class Worker:
         JOB_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
         log.info("job %s (%s) %s", job_id, kind, "committed" if committed else "lost its lease; result dropped")
         return True
+
+    def collect_garbage(self) -> list[str]:
+        """Delete artifact files no row references (left by a crash between a file's rename and its commit)."""
+        with transaction(self.factory) as session:
+            referenced = set(session.scalars(select(Artifact.sha256)).all())
+        removed = self.runner.store.collect_garbage(referenced, min_age_s=self.settings.gc_min_age_s)
+        if removed:
+            log.info("removed %d orphan artifact files", len(removed))
+        return removed
+
+    def sweep_abandoned_jobs(self) -> None:
+        """A job whose worker died on every allowed attempt fails, and its round with it."""
+        with transaction(self.factory) as session:
+            due = queue.abandoned(session, max_attempts=self.settings.max_job_attempts)
+        for federation_id, job_id in due:
+            with transaction(self.factory) as session:
+                federation = repo.get_federation(session, federation_id=federation_id, lock=True)
+                job = queue.abandoned_job(session, job_id=job_id, max_attempts=self.settings.max_job_attempts)
+                round_ = session.get(Round, job.round_id) if job is not None else None
+                if job is None or round_ is None:
+                    continue  # renewed or finished meanwhile
+                reason = f"{job.kind} job lost its worker {job.attempts} times (killed, or its commit kept failing)"
+                queue.fail(job, error=reason, max_attempts=0)
+                fail_round(session, federation, round_, reason)
+                JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
+                log.error("job %s: %s", job_id, reason)
 
     def sweep_deadlines(self) -> None:
         now = utcnow()

@@ -12,6 +12,7 @@ from coordinator_service import repositories as repo
 from coordinator_service.db.models import Client, Upload
 from coordinator_service.errors import Conflict, Invalid, Unauthorized
 from coordinator_service.security import new_token, token_hash, token_matches
+from coordinator_service.services.rounds import close_if_complete
 from creamfl.models import CLIENT_MODELS
 from creamfl.models.registry import client_model_modalities
 from shared_schemas.client import ClientCreate, ClientEnrolled, ClientPublic
@@ -50,9 +51,14 @@ def enroll(session: Session, *, federation_id: str, join_token: str, request: Cl
 
 
 def revoke(session: Session, *, federation_id: str, client_id: str) -> ClientPublic:
+    """Revoke a client's token; an open round stops waiting for it (its accepted uploads still count)."""
+    federation = repo.get_federation(session, federation_id=federation_id, lock=True)
     client = repo.get_client(session, federation_id=federation_id, client_id=client_id)
     client.status = "revoked"
     session.flush()
+    current = repo.current_round(session, federation=federation)
+    if current is not None:
+        close_if_complete(session, federation, current)
     return describe(session, client)
 
 

@@ -11,7 +11,7 @@ from coordinator_service import repositories as repo
 from coordinator_service.db.models import Federation, Round
 from coordinator_service.errors import Conflict
 from coordinator_service.security import new_token, token_hash
-from coordinator_service.services.rounds import create_round, start_next_round
+from coordinator_service.services.rounds import create_round, resume_round, start_next_round
 from shared_schemas.federation import FederationCreate, FederationCreated, FederationPublic
 
 # Which control actions each state allows, and the state they lead to.
@@ -53,6 +53,8 @@ def control(session: Session, *, federation_id: str, action: str) -> FederationP
             create_round(session, federation, 1)
         elif current.state == "completed":
             start_next_round(session, federation)  # resumed between rounds
+        else:
+            resume_round(session, federation, current)  # resumed while collecting: a fresh deadline
     session.flush()
     return describe(session, federation)
 
@@ -77,5 +79,8 @@ def describe(session: Session, federation: Federation) -> FederationPublic:
         clients_enrolled=repo.count_clients(session, federation_id=federation.id),
         last_rsum=(last.metrics or {}).get("rsum") if last is not None else None,
         best_rsum=federation.best_rsum,
+        latest_checkpoint=federation.latest_checkpoint,
+        best_checkpoint=federation.best_checkpoint,
+        failure_reason=federation.failure_reason,
         created_at=federation.created_at,
     )

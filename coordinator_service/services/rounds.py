@@ -121,14 +121,25 @@ def close_if_complete(session: Session, federation: Federation, round_: Round) -
     if round_.state != "open":
         return False
     selected = {p.client_id for p in repo.participants(session, round_=round_)}
+    selected -= revoked_clients(session, federation)  # a revoked client will never upload: do not wait for it
     if not selected or not selected <= set(complete_uploaders(session, round_)):
         return False
     _start_aggregation(session, round_, "all selected clients uploaded")
     return True
 
 
+def revoked_clients(session: Session, federation: Federation) -> set[str]:
+    return {c.id for c in repo.list_clients(session, federation_id=federation.id) if c.status != "active"}
+
+
 def handle_deadline(session: Session, federation: Federation, round_: Round, now: datetime) -> str | None:
-    """An open round past its deadline: close with quorum, re-open below it, fail when out of retries."""
+    """An open round past its deadline: close with quorum, re-open below it, fail when out of retries.
+
+    Only while the federation runs: a paused federation hands out no tasks, so its round's clock
+    stops (:func:`resume_round` gives it a fresh deadline), and a stopped one is left as it is.
+    """
+    if federation.state != "running":
+        return None
     if round_.state != "open" or round_.deadline is None or round_.deadline > now:
         return None
     config = config_of(federation)
@@ -145,6 +156,15 @@ def handle_deadline(session: Session, federation: Federation, round_: Round, now
     move(session, round_, "open", f"re-opened: quorum missed ({len(done)} of {config.min_clients})")
     select_clients(session, federation, round_, keep=done)
     return "open"
+
+
+def resume_round(session: Session, federation: Federation, round_: Round) -> None:
+    """On resume: clients were told to wait while paused, so an open round gets a full deadline again."""
+    if round_.state != "open":
+        return
+    fresh = utcnow() + timedelta(seconds=config_of(federation).round_deadline_s)
+    if round_.deadline is None or round_.deadline < fresh:
+        round_.deadline = fresh
 
 
 def _start_aggregation(session: Session, round_: Round, reason: str) -> None:
@@ -179,5 +199,6 @@ def start_next_round(session: Session, federation: Federation) -> None:
 def fail_round(session: Session, federation: Federation, round_: Round, reason: str) -> None:
     round_.failure_reason = reason
     move(session, round_, "failed", reason)
-    federation.state = "failed"
-    federation.failure_reason = f"round {round_.number}: {reason}"
+    if federation.state in ("running", "paused"):  # a stopped federation stays stopped
+        federation.state = "failed"
+        federation.failure_reason = f"round {round_.number}: {reason}"

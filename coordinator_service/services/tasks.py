@@ -13,8 +13,11 @@ API = "/api/v1"
 
 
 def next_task(session: Session, *, client: Client) -> TrainTask | DoneTask | None:
-    """A train task, a done task, or None (wait). Runs in a transaction: it may seat a late client."""
-    federation = repo.get_federation(session, federation_id=client.federation_id, lock=True)
+    """A train task, a done task, or None (wait). Runs in a transaction: it may seat a late client.
+
+    Plain reads, so concurrent polls do not queue behind each other; only seating a client takes the
+    federation lock (and re-reads the round under it)."""
+    federation = repo.get_federation(session, federation_id=client.federation_id)
     if federation.state in ("stopped", "completed", "failed"):
         return DoneTask(reason=f"the federation is {federation.state}")
     if federation.state != "running":
@@ -22,9 +25,11 @@ def next_task(session: Session, *, client: Client) -> TrainTask | DoneTask | Non
     round_ = repo.current_round(session, federation=federation)
     if round_ is None or round_.state != "open":
         return None
-    seated = repo.participant(session, round_=round_, client_id=client.id) is not None
-    if not seated and not maybe_add_participant(session, federation, round_, client):
-        return None
+    if repo.participant(session, round_=round_, client_id=client.id) is None:
+        federation = repo.get_federation(session, federation_id=client.federation_id, lock=True)
+        round_ = repo.current_round(session, federation=federation)
+        if round_ is None or not maybe_add_participant(session, federation, round_, client):
+            return None
     if set(client.modalities) <= uploaders(session, round_).get(client.id, set()):
         return None
     config = config_of(federation)

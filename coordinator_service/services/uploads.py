@@ -22,6 +22,9 @@ from coordinator_service.errors import Conflict, Forbidden, Gone, Invalid, Paylo
 from coordinator_service.payloads import PayloadInfo, validate_payload
 from coordinator_service.services.rounds import close_if_complete, config_of
 
+# A paused federation still takes uploads for its open round: those clients trained already.
+FINISHED_FEDERATION_STATES = ("stopped", "completed", "failed")
+
 
 @dataclass(frozen=True)
 class UploadTarget:
@@ -61,6 +64,9 @@ def _open_round_for(session: Session, *, client: Client, number: int, modality: 
         return round_
     if round_.state != "open":
         raise Gone(f"round {number} is {round_.state}; it takes no uploads", state=round_.state)
+    federation = repo.get_federation(session, federation_id=client.federation_id)
+    if federation.state in FINISHED_FEDERATION_STATES:
+        raise Gone(f"the federation is {federation.state}; it takes no uploads", state=federation.state)
     if repo.participant(session, round_=round_, client_id=client.id) is None:
         raise Forbidden(f"this client is not selected for round {number}")
     return round_

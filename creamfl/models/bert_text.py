@@ -30,7 +30,10 @@ class BertTextEncoder(nn.Module):
     def __init__(self, config: BertTextConfig) -> None:
         super().__init__()
         # Imported here: transformers takes seconds to import, and most commands never build a server.
-        from transformers import BertConfig, BertModel
+        # From the defining modules, not the package: the package's lazy attribute loading is not
+        # thread-safe, and two job workers in one process building servers at once got ImportError.
+        from transformers.models.bert.configuration_bert import BertConfig
+        from transformers.models.bert.modeling_bert import BertModel
 
         self.pad_id = config.pad_id
         if config.pretrained_path is not None:

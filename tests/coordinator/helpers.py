@@ -139,3 +139,18 @@ def run_round(http: Http, federation_id: str, clients: list[EnrolledClient], num
         assert task["kind"] == "train" and task["round"] == number, task
         upload_all(http, task, client, seed=number * 100 + position)
     return wait_for_round(http, federation_id, number, ("completed", "failed"))
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """``response`` is an error with ``status`` and the API's JSON error body; returns the error object."""
+    assert response.status_code == status, (status, response.status_code, response.text[:500])
+    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["details"], dict), error
+    if code is not None:
+        assert error["code"] == code, error
+    return error

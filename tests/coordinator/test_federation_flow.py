@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
 from fastapi.testclient import TestClient
 
-from tests.coordinator.helpers import ADMIN, API, create_federation, enroll_mix, next_task, run_round, start
+from creamfl.checkpoint import load_training_state
+from creamfl.data.builtin import BuiltinSpec
+from creamfl.participants import new_server, split_data
+from creamfl.simulation import evaluate_server
+from shared_schemas.federation import FederationCreate
+from tests.coordinator.helpers import (
+    ADMIN,
+    API,
+    create_federation,
+    enroll_mix,
+    next_task,
+    payload,
+    put_payload,
+    round_detail,
+    run_round,
+    start,
+    upload_all,
+    wait_for_round,
+)
 
 ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
 
@@ -41,6 +60,47 @@ def test_two_round_federation_completes_with_metrics(client: TestClient) -> None
     assert all(j["state"] == "done" and j["attempts"] == 1 for j in jobs)
 
 
+def test_best_checkpoint_downloads_and_reproduces_the_best_rsum(client: TestClient) -> None:
+    # Prepare
+    federation = create_federation(client, rounds=2)
+    clients = enroll_mix(client, federation)
+    start(client, federation["id"])
+    for number in (1, 2):
+        run_round(client, federation["id"], clients, number)
+    summary = client.get(f"{API}/federations/{federation['id']}", headers=ADMIN).json()
+
+    # Execute
+    response = client.get(f"{API}/federations/{federation['id']}/checkpoints/best", headers=ADMIN)
+
+    # Assert: the file is the recorded checkpoint, and a fresh server loaded from it scores the best rsum again
+    assert response.status_code == 200
+    assert hashlib.sha256(response.content).hexdigest() == summary["best_checkpoint"]
+    config = FederationCreate.model_validate(summary["config"])
+    server = new_server(
+        embed_dim=config.embed_dim,
+        image_widths=config.server.image_widths,
+        text_encoder=config.server.text_encoder,
+        lr=config.server.lr,
+        seed=123,
+        device="cpu",
+    )
+    load_training_state(server.model, server.optimizer, response.content)
+    spec = BuiltinSpec(
+        seed=config.public_set.seed, public_size=config.public_set.size, test_size=config.public_set.test_size
+    )
+    metrics = evaluate_server(server, split_data(spec, server.tokenizer), device=torch.device("cpu"))
+    assert metrics.rsum == summary["best_rsum"]
+
+
+def test_checkpoint_before_any_round_is_a_404(client: TestClient) -> None:
+    federation = create_federation(client)
+
+    response = client.get(f"{API}/federations/{federation['id']}/checkpoints/latest", headers=ADMIN)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
 def test_downloads_count_towards_the_round_and_support_etag_and_range(client: TestClient) -> None:
     # Prepare
     federation = create_federation(client, rounds=1)
@@ -62,3 +122,45 @@ def test_downloads_count_towards_the_round_and_support_etag_and_range(client: Te
     assert part.status_code == 206 and part.content == full.content[10:]
     detail = client.get(f"{API}/federations/{federation['id']}/rounds/1", headers=ADMIN).json()
     assert detail["bytes_down"] == len(full.content)
+
+
+def test_revoking_the_last_missing_client_closes_the_round(client: TestClient) -> None:
+    # Prepare: three selected clients, two of them uploaded
+    federation = create_federation(client, rounds=1)
+    img, txt, mm = enroll_mix(client, federation)
+    start(client, federation["id"])
+    for position, enrolled in enumerate((img, txt)):
+        upload_all(client, next_task(client, federation["id"], enrolled), enrolled, seed=position)
+    assert round_detail(client, federation["id"], 1)["state"] == "open"
+
+    # Execute
+    response = client.post(f"{API}/federations/{federation['id']}/clients/{mm.id}/revoke", headers=ADMIN)
+
+    # Assert: the round no longer waits for the revoked client; it aggregates the two uploads
+    assert response.status_code == 200 and response.json()["status"] == "revoked"
+    detail = wait_for_round(client, federation["id"], 1, ("completed", "failed"))
+    assert detail["state"] == "completed"
+    assert detail["transitions"][2] == {
+        "state": "aggregating",
+        "at": detail["transitions"][2]["at"],
+        "reason": "all selected clients uploaded",
+    }
+    assert sorted(detail["uploaded"]) == sorted([img.id, txt.id])
+    assert client.get(f"{API}/federations/{federation['id']}/tasks/next", headers=mm.headers).status_code == 403
+
+
+def test_a_stopped_federation_takes_no_uploads(client: TestClient) -> None:
+    # Prepare: a client got its task, then the admin stopped the federation
+    federation = create_federation(client, rounds=1)
+    img, *_ = enroll_mix(client, federation)
+    start(client, federation["id"])
+    task = next_task(client, federation["id"], img)
+    assert client.post(f"{API}/federations/{federation['id']}/stop", headers=ADMIN).status_code == 200
+
+    # Execute
+    response = put_payload(client, task["upload_urls"]["image"], img, payload(len(task["subset"]), 16, "image"))
+
+    # Assert
+    assert response.status_code == 410
+    assert response.json()["error"]["message"] == "the federation is stopped; it takes no uploads"
+    assert round_detail(client, federation["id"], 1)["uploaded"] == {}

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
+from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
 
 from coordinator_service import repositories as repo
@@ -24,7 +25,7 @@ from coordinator_service.api.deps import (
     SessionDep,
 )
 from coordinator_service.db.engine import transaction
-from coordinator_service.db.models import Client, Report, Upload
+from coordinator_service.db.models import Client, Participant, Report, Upload
 from coordinator_service.errors import (
     Forbidden,
     Invalid,
@@ -47,8 +48,10 @@ from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, TrainTas
 router = APIRouter(tags=["clients"])
 ModalityPath = Annotated[Modality, PathParam()]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# At most 18 digits: beyond any file, and int() never meets Python's 4300-digit limit (a 500).
+RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 UPLOAD_TYPES = ("application/octet-stream", "application/vnd.safetensors")
+DISCONNECT_CHECK_S = 5.0
 
 
 @router.post("/federations/{federation_id}/clients", status_code=status.HTTP_201_CREATED)
@@ -67,6 +70,8 @@ def public_set(federation_id: FederationId, client: CurrentClient, db: SessionDe
     return {
         "kind": spec.kind,
         "spec": spec.model_dump(),
+        # The federation's representation dimension: an agent checks its model against it before any round.
+        "embed_dim": config.embed_dim,
         "how": "generate locally: creamfl.data.builtin.builtin_split(spec, 'public'); compare sha256",
         **_builtin_manifest(spec.seed, spec.size, spec.image_size),
     }
@@ -84,19 +89,24 @@ def _builtin_manifest(seed: int, size: int, image_size: int) -> dict[str, Any]:
 )
 async def next_task_route(
     federation_id: FederationId,
+    request: Request,
     client: CurrentClient,
     services: ServicesDep,
     wait: Annotated[float, Query(ge=0, le=300, description="long-poll up to this many seconds")] = 0.0,
 ) -> TrainTask | WaitTask | DoneTask:
+    """Train, wait or done; with ``wait``, holds the request until there is work (or the time is up)."""
     deadline = time.monotonic() + min(wait, services.settings.long_poll_max_s)
     LONG_POLLS.inc()
     try:
         while True:
             task = await run_in_threadpool(_task_now, services, client)
             remaining = deadline - time.monotonic()
-            if task is not None or remaining <= 0:
+            if task is not None or remaining <= 0 or services.watcher.closing:
                 return task or WaitTask(retry_after=1.0)
-            await services.watcher.wait(remaining)
+            # Wake on a change, and every few seconds to notice a client that hung up.
+            await services.watcher.wait(min(remaining, DISCONNECT_CHECK_S))
+            if await request.is_disconnected():
+                return WaitTask(retry_after=1.0)
     finally:
         LONG_POLLS.dec()
 
@@ -129,7 +139,12 @@ def download_global(
         participant = repo.participant(session, round_=round_, client_id=client.id)
         size = services.store.path(sha).stat().st_size
         if participant is not None and range_header is None and if_none_match != f'"{sha}"':
-            participant.downloaded_bytes += size
+            # Incremented in SQL: concurrent downloads must not lose a count.
+            session.execute(
+                update(Participant)
+                .where(Participant.id == participant.id)
+                .values(downloaded_bytes=Participant.downloaded_bytes + size)
+            )
     etag = f'"{sha}"'
     if if_none_match == etag:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"etag": etag})
@@ -152,11 +167,14 @@ def _check_range(value: str, size: int) -> None:
     start, end = match.groups()
     if start and (int(start) >= size or (end and int(end) < int(start))):
         raise RangeNotSatisfiable(f"range {value} lies outside the {size}-byte file", size=size)
+    if not start and (int(end) == 0 or size == 0):  # a suffix range of no bytes
+        raise RangeNotSatisfiable(f"range {value} selects no bytes of the {size}-byte file", size=size)
 
 
 @router.put(
     "/federations/{federation_id}/rounds/{number}/uploads/{modality}",
     status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": UploadPublic, "description": "the same content was already stored (a repeat)"}},
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string"}}}}
     },

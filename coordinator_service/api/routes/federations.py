@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
-from coordinator_service.api.deps import AdminDep, FederationId, RoundNumber, SessionDep
+from coordinator_service.api.deps import (
+    ID_PATTERN,
+    AdminDep,
+    ClientId,
+    FederationId,
+    RoundNumber,
+    ServicesDep,
+    SessionDep,
+)
 from coordinator_service.db.engine import transaction
+from coordinator_service.errors import NotFound
 from coordinator_service.services import clients as client_service
 from coordinator_service.services import federations as service
 from coordinator_service.services.round_view import describe_round
@@ -52,6 +63,28 @@ for _action in ("start", "pause", "stop"):
     router.add_api_route(f"/federations/{{federation_id}}/{_action}", _control(_action), methods=["POST"])
 
 
+@router.get(
+    "/federations/{federation_id}/checkpoints/{which}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_checkpoint(
+    federation_id: FederationId, which: Literal["latest", "best"], services: ServicesDep, _: AdminDep
+) -> FileResponse:
+    """The server model and its optimizer state (safetensors; load with creamfl.checkpoint.load_training_state)."""
+    with transaction(services.db) as session:
+        federation = repo.get_federation(session, federation_id=federation_id)
+        sha = federation.latest_checkpoint if which == "latest" else federation.best_checkpoint
+    if sha is None:
+        raise NotFound(f"federation {federation_id} has no {which} checkpoint yet: no round completed")
+    return FileResponse(
+        services.store.path(sha),
+        media_type="application/octet-stream",
+        filename=f"{federation_id}-{which}.safetensors",
+        headers={"etag": f'"{sha}"', "x-content-sha256": sha},
+    )
+
+
 @router.get("/federations/{federation_id}/rounds")
 def list_rounds(federation_id: FederationId, db: SessionDep, _: AdminDep) -> list[RoundPublic]:
     with transaction(db) as session:
@@ -73,13 +106,17 @@ def list_clients(federation_id: FederationId, db: SessionDep, _: AdminDep) -> li
 
 
 @router.post("/federations/{federation_id}/clients/{client_id}/revoke")
-def revoke_client(federation_id: FederationId, client_id: str, db: SessionDep, _: AdminDep) -> ClientPublic:
+def revoke_client(federation_id: FederationId, client_id: ClientId, db: SessionDep, _: AdminDep) -> ClientPublic:
     with transaction(db) as session:
         return client_service.revoke(session, federation_id=federation_id, client_id=client_id)
 
 
 @router.get("/jobs")
-def list_jobs(db: SessionDep, _: AdminDep, federation_id: str | None = None) -> list[JobPublic]:
+def list_jobs(
+    db: SessionDep,
+    _: AdminDep,
+    federation_id: Annotated[str | None, Query(min_length=1, max_length=32, pattern=ID_PATTERN)] = None,
+) -> list[JobPublic]:
     with transaction(db) as session:
         return [
             JobPublic(

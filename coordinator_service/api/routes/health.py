@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 from coordinator_service.api.deps import SessionDep
 from coordinator_service.db.models import Round
-from coordinator_service.errors import CoordinatorError
+from coordinator_service.errors import CoordinatorError, ErrorResponse
 from coordinator_service.metrics import ROUNDS_BY_STATE
 
 router = APIRouter(tags=["health"])
@@ -26,7 +26,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": ErrorResponse, "description": "the database is not reachable"}})
 def readyz(db: SessionDep) -> dict[str, str]:
     try:
         with db() as session:
