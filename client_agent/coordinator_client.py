@@ -1,0 +1,412 @@
+"""The coordinator's client API over an injected ``httpx.Client`` (DESIGN.md sections 4 and 8).
+
+Tests drive it against the ASGI app in-process (``fastapi.testclient.TestClient`` is an
+``httpx.Client``) and against a real uvicorn; the CLI passes a plain ``httpx.Client`` whose
+``base_url`` is the coordinator's URL.
+
+Every call retries with exponential backoff and jitter (``tenacity``) on connection errors,
+timeouts, 408, 429 and 5xx, honouring ``Retry-After``; any other 4xx fails at once. Retrying an
+upload is safe because uploads are idempotent (the same bytes again are a 200). Failures come out
+as :class:`CoordinatorError` subclasses whose message is one line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, stop_never
+from tenacity.wait import wait_exponential_jitter
+
+from client_agent.errors import AgentError, AgentStopped, ConfigError
+from shared_schemas.client import ClientCreate, ClientEnrolled
+from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, Task, TrainTask, UploadPublic, WaitTask
+
+API = "/api/v1"
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CHUNK = 64 * 1024
+log = logging.getLogger("client_agent.http")
+T = TypeVar("T")
+Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+_TASK = TypeAdapter[Task](Task)
+
+
+class CoordinatorError(AgentError):
+    """A call to the coordinator failed for good."""
+
+
+class Unreachable(CoordinatorError, ConfigError):
+    """No HTTP answer (connection refused, DNS, timeouts) for the whole retry budget."""
+
+
+class ServerFailing(CoordinatorError):
+    """The coordinator kept answering 5xx/408/429 for the whole retry budget."""
+
+
+class Rejected(CoordinatorError):
+    """A 4xx answer that retrying cannot change; ``code`` and ``message`` come from the JSON error body."""
+
+    def __init__(self, what: str, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        super().__init__(f"{what}: the coordinator answered HTTP {status} ({code}): {message}")
+        self.what, self.status, self.code, self.reason, self.details = what, status, code, message, details
+
+
+class IntegrityFailure(CoordinatorError):
+    """A downloaded file kept failing its sha256 check."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retry_for_s: float = 600.0  # give up after this long; 0: never
+    initial_s: float = 0.5
+    max_backoff_s: float = 30.0
+    max_retry_after_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    created: bool  # False: the coordinator already held exactly these bytes (a safe repeat)
+    upload: UploadPublic
+
+
+class _Transient(Exception):
+    """One failed attempt that is worth retrying."""
+
+    def __init__(self, description: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.status, self.retry_after = status, retry_after
+
+
+class CoordinatorClient:
+    """Calls of one client of one federation. ``token`` is the client token (set by :meth:`enroll`)."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        federation_id: str,
+        *,
+        token: str | None = None,
+        retry: RetryPolicy | None = None,
+        request_timeout_s: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.http = http
+        self.federation_id = federation_id
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self.timeout = request_timeout_s
+        self.stop = stop or threading.Event()
+        self._backoff = wait_exponential_jitter(
+            multiplier=self.retry.initial_s, max=self.retry.max_backoff_s, jitter=self.retry.initial_s
+        )
+
+    @property
+    def base(self) -> str:
+        return f"{API}/federations/{self.federation_id}"
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def enroll(self, join_token: str, request: ClientCreate) -> ClientEnrolled:
+        """Register this client; remembers the returned client token (shown only this once)."""
+        response = self._call(
+            "enroll",
+            lambda: self.http.post(
+                f"{self.base}/clients",
+                json=request.model_dump(),
+                headers={"Authorization": f"Bearer {join_token}"},
+                timeout=self.timeout,
+            ),
+        )
+        enrolled = _parse(ClientEnrolled.model_validate, response, "enroll")
+        self.token = enrolled.token
+        return enrolled
+
+    def public_set(self) -> dict[str, Any]:
+        response = self._call("public set", lambda: self.http.get(f"{self.base}/public-set", **self._opts()))
+        body = _parse(lambda data: data, response, "public set")
+        if not isinstance(body, dict):
+            raise CoordinatorError("public set: the coordinator sent something that is not a JSON object")
+        return body
+
+    def next_task(self, wait: float) -> TrainTask | WaitTask | DoneTask:
+        """Long-poll up to ``wait`` seconds for work."""
+        timeout = httpx.Timeout(self.timeout, read=wait + self.timeout)
+        response = self._call(
+            "next task",
+            lambda: self.http.get(
+                f"{self.base}/tasks/next", params={"wait": wait}, headers=self._auth(), timeout=timeout
+            ),
+        )
+        return _parse(_TASK.validate_python, response, "next task")
+
+    def download_global(
+        self, url: str, *, expected_sha256: str, cache_dir: Path, progress: Progress | None = None
+    ) -> Path:
+        """The file at ``url`` as ``cache_dir/<sha256>.safetensors``, checked against ``expected_sha256``.
+
+        A file already cached under its hash (the ETag) costs no request; an interrupted download
+        resumes from its ``.part`` file with a Range request."""
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        final = cache_dir / f"{expected_sha256}.safetensors"
+        if final.is_file() and sha256_file(final) == expected_sha256:
+            log.debug("global representations %s found in the cache", expected_sha256[:12])
+            if progress is not None:
+                size = final.stat().st_size
+                progress(size, size)
+            return final
+        part = cache_dir / f"{expected_sha256}.part"
+        what = f"download {url}"
+        self._call(what, lambda: self._download_attempt(url, part, expected_sha256, progress))
+        if sha256_file(part) != expected_sha256:  # checked in the attempt; a last guard before adoption
+            part.unlink(missing_ok=True)
+            raise IntegrityFailure(f"{what}: the file does not match its sha256")
+        os.replace(part, final)
+        return final
+
+    def upload(self, url: str, body: bytes, *, progress: Progress | None = None) -> UploadResult:
+        """PUT a payload with its ``Content-SHA256``; a repeat of the same bytes is harmless (200)."""
+        digest = hashlib.sha256(body).hexdigest()
+
+        def attempt() -> httpx.Response:
+            headers = {
+                **self._auth(),
+                "Content-SHA256": digest,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(len(body)),
+            }
+            return self.http.put(url, content=_chunks(body, progress), headers=headers, timeout=self.timeout)
+
+        response = self._call(f"upload {url}", attempt)
+        result = _parse(UploadPublic.model_validate, response, "upload")
+        return UploadResult(created=response.status_code == 201, upload=result)
+
+    def report(self, round_number: int, metrics: dict[str, float]) -> ReportPublic:
+        body = ReportCreate(metrics=metrics).model_dump()
+        response = self._call(
+            f"report round {round_number}",
+            lambda: self.http.post(f"{self.base}/rounds/{round_number}/reports", json=body, **self._opts()),
+        )
+        return _parse(ReportPublic.model_validate, response, "report")
+
+    # --- retries -------------------------------------------------------------------------------
+
+    def _call(self, what: str, send: Callable[[], T]) -> T:
+        """Run ``send`` (one attempt; returns a response or a value) under the retry policy."""
+        started = time.monotonic()
+        attempts = 0
+
+        def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            if self.stop.is_set():
+                raise AgentStopped(what)
+            try:
+                result = send()
+            except httpx.TransportError as exc:
+                if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+                    raise ConfigError(f"{what}: cannot send the request: {exc}; check --coordinator") from exc
+                raise _Transient(_describe_transport(exc)) from exc
+            if isinstance(result, httpx.Response):
+                _check_status(what, result)
+            return result
+
+        stop = stop_after_delay(self.retry.retry_for_s) if self.retry.retry_for_s > 0 else stop_never
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=self._wait,
+            stop=stop,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(what, state),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as exc:
+            spent = time.monotonic() - started
+            tail = f"{attempts} attempt{'s' * (attempts != 1)} over {spent:.0f}s"
+            if exc.status is None:
+                raise Unreachable(
+                    f"cannot reach the coordinator at {self.http.base_url} ({what}): {exc} after {tail}; "
+                    "check --coordinator and that the coordinator is running"
+                ) from exc
+            raise ServerFailing(
+                f"{what}: the coordinator kept failing ({exc}) after {tail}; try again later or ask its operator"
+            ) from exc
+
+    def _wait(self, state: RetryCallState) -> float:
+        assert state.outcome is not None
+        exc = state.outcome.exception()
+        elapsed = state.seconds_since_start or 0.0
+        delay = float(self._backoff(state))
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            delay = min(max(exc.retry_after, 0.0), self.retry.max_retry_after_s)
+        if self.retry.retry_for_s > 0:
+            delay = min(delay, max(self.retry.retry_for_s - elapsed, 0.0))
+        return delay
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise AgentStopped("stopped while waiting to retry")
+
+    def _log_retry(self, what: str, state: RetryCallState) -> None:
+        assert state.outcome is not None and state.next_action is not None
+        log.warning(
+            "retry call=%r attempt=%d in_s=%.2f reason=%r",
+            what,
+            state.attempt_number,
+            state.next_action.sleep,
+            str(state.outcome.exception()),
+        )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _auth(self) -> dict[str, str]:
+        if self.token is None:
+            raise ConfigError("this agent has no client token yet: enroll first")
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _opts(self) -> dict[str, Any]:
+        return {"headers": self._auth(), "timeout": self.timeout}
+
+    def _download_attempt(self, url: str, part: Path, expected: str, progress: Progress | None) -> None:
+        offset = part.stat().st_size if part.is_file() else 0
+        headers = self._auth()
+        if offset:
+            # If-Range: should the file behind the URL ever differ, the server sends it whole (200).
+            headers.update({"Range": f"bytes={offset}-", "If-Range": f'"{expected}"'})
+        with self.http.stream("GET", url, headers=headers, timeout=self.timeout) as response:
+            if response.status_code == 416:  # the part is not a prefix of the file: start over
+                part.unlink(missing_ok=True)
+                raise _Transient("the partial download does not fit the file; starting over")
+            _check_status(f"download {url}", response)
+            announced = response.headers.get("x-content-sha256")
+            if announced is not None and announced != expected:
+                raise IntegrityFailure(
+                    f"download {url}: the coordinator serves sha256 {announced[:12]}…, the task named "
+                    f"{expected[:12]}…; the round changed under us, poll for a new task"
+                )
+            resumed = response.status_code == 206 and _range_start(response) == offset
+            done = offset if resumed else 0
+            length = response.headers.get("content-length")
+            total = done + int(length) if length is not None and length.isdigit() else None
+            if resumed:
+                log.info("download resumed url=%s offset=%d", url, offset)
+            with part.open("ab" if resumed else "wb") as handle:
+                for chunk in response.iter_bytes():  # as received: a chunk buffer would lose them on a drop
+                    handle.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                    if self.stop.is_set():
+                        raise AgentStopped("stopped during a download (the part is kept to resume)")
+                handle.flush()
+                os.fsync(handle.fileno())
+        if sha256_file(part) != expected:
+            part.unlink(missing_ok=True)
+            raise _Transient("the downloaded file does not match its sha256; downloading it again")
+
+
+def _check_status(what: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    if status in RETRY_STATUSES:
+        response.read()
+        raise _Transient(f"HTTP {status} {_error(response)[1]}", status=status, retry_after=_retry_after(response))
+    response.read()
+    code, message, details = _error(response)
+    raise Rejected(what, status, code, message, details)
+
+
+def _error(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
+    """(code, message, details) from the coordinator's ``{"error": {...}}`` body, or from the raw text."""
+    try:
+        error = response.json()["error"]
+        return str(error["code"]), str(error["message"]), dict(error.get("details") or {})
+    except (ValueError, KeyError, TypeError):
+        text = " ".join(response.text.split())[:200] or response.reason_phrase
+        return "http_error", text, {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` as seconds: a number or an HTTP date."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-range", "")  # "bytes start-end/size"
+    unit, _, spec = value.partition(" ")
+    start = spec.split("-", 1)[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+def _describe_transport(exc: httpx.TransportError) -> str:
+    kind: Literal["timeout", "connection"] = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
+    detail = str(exc) or type(exc).__name__
+    return f"{kind} error ({type(exc).__name__}: {detail})"
+
+
+def _parse(parse: Callable[[Any], T], response: httpx.Response, what: str) -> T:
+    try:
+        return parse(response.json())
+    except (ValueError, ValidationError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CoordinatorError(
+            f"{what}: the coordinator's answer is not what this agent understands ({first}); "
+            "is the agent's version compatible with the coordinator?"
+        ) from exc
+
+
+def _chunks(body: bytes, progress: Progress | None) -> Iterator[bytes]:
+    for start in range(0, len(body), CHUNK):
+        yield body[start : start + CHUNK]
+        if progress is not None:
+            progress(min(start + CHUNK, len(body)), len(body))
+    if not body and progress is not None:
+        progress(0, 0)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = [
+    "API",
+    "CoordinatorClient",
+    "CoordinatorError",
+    "IntegrityFailure",
+    "Rejected",
+    "RetryPolicy",
+    "ServerFailing",
+    "Unreachable",
+    "UploadResult",
+    "sha256_file",
+]

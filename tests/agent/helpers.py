@@ -1,0 +1,352 @@
+"""Drivers for the agent tests: coordinators (in-thread uvicorn, or a real subprocess), agents
+(in threads, or ``creamfl-agent`` subprocesses), and reads of the coordinator's database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from client_agent.agent import Agent
+from client_agent.progress import Reporter
+from client_agent.settings import AgentSettings
+from client_agent.stopping import Stopper
+from coordinator_service.app import create_app
+from coordinator_service.db.models import Report, Round, Upload
+from coordinator_service.settings import Settings
+from tests.coordinator.helpers import ADMIN, ADMIN_TOKEN, API, Http
+
+BIN = Path(sys.executable).parent
+MODALITIES = ("image", "text", "multimodal")
+FAST_COORDINATOR_ENV = {
+    "CREAMFL_ADMIN_TOKEN": ADMIN_TOKEN,
+    "CREAMFL_WORKER_POLL_S": "0.05",
+    "CREAMFL_WATCH_INTERVAL_S": "0.05",
+    "CREAMFL_LEASE_S": "5",
+    "CREAMFL_THREADS": "1",
+}
+
+
+def coordinator_settings(data_dir: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        worker_poll_s=0.05,
+        watch_interval_s=0.05,
+        lease_s=5.0,
+        threads=1,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# --- coordinators ------------------------------------------------------------------------------
+
+
+class InProcessTransport(httpx.BaseTransport):
+    """Sends an ``httpx.Client``'s requests to the ASGI app through a TestClient (in this process).
+
+    Starlette's TestClient is built on ``httpx2``, not ``httpx``: this adapter lets the agent keep
+    its ``httpx.Client`` (what it gets in production) while the app runs in-process.
+    """
+
+    def __init__(self, app_client: TestClient) -> None:
+        self.app_client = app_client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.app_client.request(
+            request.method, str(request.url), headers=request.headers.multi_items(), content=request.read()
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers.multi_items(), content=answer.content)
+
+
+class FailingTransport(httpx.BaseTransport):
+    """In front of another transport: answers ``status`` to matching requests ``times`` times.
+
+    For faults the coordinator cannot be made to produce on demand (a 5xx from a proxy in front
+    of it); everything else reaches the real app."""
+
+    def __init__(self, inner: httpx.BaseTransport, method: str, path_contains: str, status: int, times: int) -> None:
+        self.inner, self.method, self.path_contains = inner, method, path_contains
+        self.status, self.times = status, times
+        self.failed = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == self.method and self.path_contains in request.url.path and self.failed < self.times:
+            self.failed += 1
+            body = {"error": {"code": "injected", "message": "injected by the test transport", "details": {}}}
+            return httpx.Response(self.status, json=body)
+        return self.inner.handle_request(request)
+
+
+def in_process_http(app_client: TestClient, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    return httpx.Client(base_url="http://testserver", transport=transport or InProcessTransport(app_client))
+
+
+@contextmanager
+def uvicorn_in_thread(settings: Settings, port: int = 0) -> Iterator[str]:
+    """The coordinator app behind a real uvicorn HTTP server in this process; yields its URL."""
+    sock = socket.create_server(("127.0.0.1", port))
+    config = uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+@dataclass
+class CoordinatorProcess:
+    """``creamfl-coordinator serve`` as a subprocess on a fixed port (so it can die and come back)."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        log = (self.data_dir.parent / f"coordinator-{self.starts}.log").open("wb")
+        self.starts += 1
+        command = [
+            str(BIN / "creamfl-coordinator"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        self.process = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            env={**clean_env(), **FAST_COORDINATOR_ENV},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"the coordinator exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the coordinator did not become ready: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, like a crash or a power cut."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self) -> str:
+        logs = sorted(self.data_dir.parent.glob("coordinator-*.log"))
+        return logs[-1].read_text(errors="replace")[-3000:] if logs else ""
+
+    def database_url(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'coordinator.db').resolve()}"
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without any CREAMFL_ setting that could leak into a child process."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CREAMFL_")}
+
+
+# --- agents ------------------------------------------------------------------------------------
+
+
+def builtin_data(index: int, clients: int = 3, samples: int = 40) -> str:
+    return f"builtin:0:{index}/{clients}?samples={samples}"
+
+
+def agent_settings(
+    coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path, **overrides: Any
+) -> AgentSettings:
+    values: dict[str, Any] = {
+        "coordinator": coordinator,
+        "federation": federation["id"],
+        "join_token": federation["join_token"],
+        "modality": modality,
+        "data": builtin_data(MODALITIES.index(modality)),
+        "name": f"agent-{modality}",
+        "state_dir": state_dir,
+        "device": "cpu",
+        "poll_wait_s": 5.0,
+        "backoff_max_s": 0.5,
+        "retry_for_s": 60.0,
+        "request_timeout_s": 30.0,
+        "progress": "plain",
+    }
+    values.update(overrides)
+    return AgentSettings(**values)
+
+
+@dataclass
+class AgentThread:
+    agent: Agent
+    thread: threading.Thread
+    result: dict[str, Any]
+
+    def join(self, timeout: float = 120.0) -> int:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.agent.stopper.request()
+            self.thread.join(30)
+            raise AssertionError(f"agent {self.agent.settings.name} did not finish in {timeout}s")
+        if "error" in self.result:
+            raise self.result["error"]
+        code: int = self.result["code"]
+        return code
+
+
+def start_agent(settings: AgentSettings, http: httpx.Client) -> AgentThread:
+    """An agent in a thread of this process (no signal handling: it stops through its Stopper)."""
+    logger = logging.getLogger(f"client_agent.test.{settings.name}")
+    logger.setLevel(logging.INFO)  # its step lines are emitted whatever the root logger's level
+    agent = Agent(settings, http, stopper=Stopper(), reporter=Reporter("plain", logger=logger), logger=logger)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["code"] = agent.run()
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"agent-{settings.name}", daemon=True)
+    thread.start()
+    return AgentThread(agent, thread, result)
+
+
+def agent_command(
+    coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path, *extra: str
+) -> list[str]:
+    return [
+        str(BIN / "creamfl-agent"),
+        "run",
+        "--coordinator",
+        coordinator,
+        "--federation",
+        federation["id"],
+        "--join-token",
+        federation["join_token"],
+        "--modality",
+        modality,
+        "--data",
+        builtin_data(MODALITIES.index(modality)),
+        "--name",
+        f"agent-{modality}",
+        "--state-dir",
+        str(state_dir),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--poll-wait",
+        "5",
+        "--backoff-max",
+        "0.5",
+        "--progress",
+        "plain",
+        *extra,
+    ]
+
+
+def spawn_agent(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=clean_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+# --- the coordinator's side ----------------------------------------------------------------------
+
+
+def wait_for_clients(http: Http, federation_id: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        clients: list[dict[str, Any]] = http.get(f"{API}/federations/{federation_id}/clients", headers=ADMIN).json()
+        if len(clients) >= count:
+            return clients
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(clients)} clients enrolled after {timeout}s, expected {count}")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True, order=True)
+class StoredUpload:
+    round: int
+    client_id: str
+    modality: str
+    sha256: str
+
+
+def stored_uploads(database_url: str) -> list[StoredUpload]:
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(Round.number, Upload.client_id, Upload.modality, Upload.sha256).join(
+                    Round, Round.id == Upload.round_id
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return sorted(StoredUpload(*row) for row in rows)
+
+
+def stored_reports(database_url: str) -> dict[tuple[int, str], dict[str, float]]:
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(Round.number, Report.client_id, Report.metrics).join(Round, Round.id == Report.round_id)
+            ).all()
+    finally:
+        engine.dispose()
+    return {(number, client_id): dict(metrics) for number, client_id, metrics in rows}
