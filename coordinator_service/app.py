@@ -102,6 +102,20 @@ def build_services(settings: Settings, *, migrate: bool) -> Services:
     )
 
 
+def _route_template(scope: Scope) -> str:
+    """The matched route as a template (``/api/v1/federations/{federation_id}``): a bounded label set.
+
+    Rebuilt from the standard ``path`` and ``path_params`` (the route object's own path lacks the
+    router prefix)."""
+    if "route" not in scope:
+        return "unmatched"
+    segments = scope["path"].split("/")
+    for name, value in scope.get("path_params", {}).items():
+        if str(value) in segments:
+            segments[segments.index(str(value))] = "{" + name + "}"
+    return "/".join(segments)
+
+
 class _LatencyMiddleware:
     """Request latency by route template (a pure ASGI middleware: streamed uploads pass untouched)."""
 
@@ -123,7 +137,7 @@ class _LatencyMiddleware:
         try:
             await self.app(scope, receive, send_recording)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = _route_template(scope)
             HTTP_SECONDS.labels(method=scope["method"], route=route, status=str(status["code"])).observe(
                 time.perf_counter() - started
             )
