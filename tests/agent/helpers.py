@@ -1,11 +1,10 @@
-"""Drivers for the agent tests: coordinators (in-thread uvicorn, or a real subprocess), agents
-(in threads, or ``creamfl-agent`` subprocesses), and reads of the coordinator's database."""
+"""Drivers for the agent tests: coordinators (in-process, or behind an in-thread uvicorn; a real
+subprocess is ``tests.coordinator.servers.coordinator_process(data_dir, **FAST)``), agents (in
+threads, or ``creamfl-agent`` subprocesses), and reads of the coordinator's database."""
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +28,18 @@ from client_agent.settings import AgentSettings
 from client_agent.stopping import Stopper
 from coordinator_service.app import create_app
 from coordinator_service.db.models import Report, Round, Upload
+from coordinator_service.launcher import child_env
 from coordinator_service.settings import Settings
-from tests.coordinator.helpers import ADMIN, ADMIN_TOKEN, API, Http
+from tests.coordinator.helpers import ADMIN, API, Http, fast_settings
 
 BIN = Path(sys.executable).parent
 MODALITIES = ("image", "text", "multimodal")
-FAST_COORDINATOR_ENV = {
-    "CREAMFL_ADMIN_TOKEN": ADMIN_TOKEN,
-    "CREAMFL_WORKER_POLL_S": "0.05",
-    "CREAMFL_WATCH_INTERVAL_S": "0.05",
-    "CREAMFL_LEASE_S": "5",
-    "CREAMFL_THREADS": "1",
-}
+# Quick polling and a short lease: the coordinator's settings in every agent test (in-process or not).
+FAST: dict[str, Any] = {"worker_poll_s": 0.05, "watch_interval_s": 0.05, "lease_s": 5.0, "threads": 1}
 
 
 def coordinator_settings(data_dir: Path, database_url: str) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        admin_token=ADMIN_TOKEN,
-        worker_poll_s=0.05,
-        watch_interval_s=0.05,
-        lease_s=5.0,
-        threads=1,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return fast_settings(data_dir, database_url, **FAST)
 
 
 # --- coordinators ------------------------------------------------------------------------------
@@ -124,81 +104,6 @@ def uvicorn_in_thread(settings: Settings, port: int = 0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
-
-
-@dataclass
-class CoordinatorProcess:
-    """``creamfl-coordinator serve`` as a subprocess on a fixed port (so it can die and come back)."""
-
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, *, wait: bool = True) -> None:
-        assert self.process is None or self.process.poll() is not None, "already running"
-        log = (self.data_dir.parent / f"coordinator-{self.starts}.log").open("wb")
-        self.starts += 1
-        command = [
-            str(BIN / "creamfl-coordinator"),
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        self.process = subprocess.Popen(
-            [*command, "--log-level", "warning"],
-            env={**clean_env(), **FAST_COORDINATOR_ENV},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"the coordinator exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the coordinator did not become ready: {self.log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, like a crash or a power cut."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self) -> str:
-        logs = sorted(self.data_dir.parent.glob("coordinator-*.log"))
-        return logs[-1].read_text(errors="replace")[-3000:] if logs else ""
-
-    def database_url(self) -> str:
-        return f"sqlite:///{(self.data_dir / 'coordinator.db').resolve()}"
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without any CREAMFL_ setting that could leak into a child process."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CREAMFL_")}
 
 
 # --- agents ------------------------------------------------------------------------------------
@@ -301,7 +206,8 @@ def agent_command(
 
 
 def spawn_agent(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=clean_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    env = child_env(inherit_creamfl=False)
+    return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 # --- the coordinator's side ----------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from client_agent.cli import main
-from tests.agent.helpers import BIN, clean_env, free_port
+from coordinator_service.launcher import child_env, free_port
+from tests.agent.helpers import BIN
 from tests.coordinator.helpers import create_federation
 
 
@@ -194,7 +195,7 @@ def test_the_console_script_exits_2_with_one_line(tmp_path: Path) -> None:
     # Execute
     result = subprocess.run(
         [str(BIN / "creamfl-agent"), "run", "--modality", "audio"],
-        env=clean_env(),
+        env=child_env(inherit_creamfl=False),
         capture_output=True,
         text=True,
         timeout=60,

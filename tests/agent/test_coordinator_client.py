@@ -20,9 +20,10 @@ from client_agent.coordinator_client import (
     ServerFailing,
     Unreachable,
 )
+from coordinator_service.launcher import free_port
 from shared_schemas.client import ClientCreate
 from shared_schemas.rounds import TrainTask
-from tests.agent.helpers import InProcessTransport, free_port
+from tests.agent.helpers import InProcessTransport
 from tests.agent.proxy import FaultProxy, Rule
 from tests.coordinator.helpers import create_federation, payload, start
 

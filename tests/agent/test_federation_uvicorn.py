@@ -5,11 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-import httpx
-
 from tests.agent.helpers import (
+    FAST,
     MODALITIES,
-    CoordinatorProcess,
     agent_command,
     spawn_agent,
     stored_reports,
@@ -17,36 +15,32 @@ from tests.agent.helpers import (
     wait_for_clients,
 )
 from tests.coordinator.helpers import ADMIN, API, create_federation, round_detail, start
+from tests.coordinator.servers import coordinator_process
 
 
 def test_agent_processes_complete_a_two_round_federation_over_real_http(tmp_path: Path) -> None:
     # Prepare
-    coordinator = CoordinatorProcess(tmp_path / "data")
-    coordinator.start()
-    try:
-        with httpx.Client(base_url=coordinator.url, timeout=30) as http:
-            federation = create_federation(http, rounds=2)
-            agents = {
-                m: spawn_agent(agent_command(coordinator.url, federation, m, tmp_path / m), tmp_path / f"{m}.log")
-                for m in MODALITIES
-            }
-            clients = wait_for_clients(http, federation["id"], 3, timeout=120)
+    with coordinator_process(tmp_path / "data", **FAST) as coordinator, coordinator.http() as http:
+        federation = create_federation(http, rounds=2)
+        agents = {
+            m: spawn_agent(agent_command(coordinator.url, federation, m, tmp_path / m), tmp_path / f"{m}.log")
+            for m in MODALITIES
+        }
+        clients = wait_for_clients(http, federation["id"], 3, timeout=120)
 
-            # Execute
-            start(http, federation["id"])
-            codes = {m: process.wait(timeout=240) for m, process in agents.items()}
+        # Execute
+        start(http, federation["id"])
+        codes = {m: process.wait(timeout=240) for m, process in agents.items()}
 
-            # Assert
-            logs = {m: (tmp_path / f"{m}.log").read_text() for m in MODALITIES}
-            assert codes == dict.fromkeys(MODALITIES, 0), logs
-            summary = http.get(f"{API}/federations/{federation['id']}", headers=ADMIN).json()
-            assert summary["state"] == "completed" and summary["rounds_completed"] == 2
-            details = [round_detail(http, federation["id"], n) for n in (1, 2)]
-    finally:
-        coordinator.stop()
+        # Assert
+        logs = {m: (tmp_path / f"{m}.log").read_text() for m in MODALITIES}
+        assert codes == dict.fromkeys(MODALITIES, 0), logs
+        summary = http.get(f"{API}/federations/{federation['id']}", headers=ADMIN).json()
+        assert summary["state"] == "completed" and summary["rounds_completed"] == 2
+        details = [round_detail(http, federation["id"], n) for n in (1, 2)]
     assert all(d["state"] == "completed" and len(d["uploaded"]) == 3 for d in details)
-    assert len(stored_uploads(coordinator.database_url())) == 8
-    assert len(stored_reports(coordinator.database_url())) == 6
+    assert len(stored_uploads(coordinator.database_url)) == 8
+    assert len(stored_reports(coordinator.database_url)) == 6
     for modality in MODALITIES:
         assert "federation done" in logs[modality]
         identity = tmp_path / modality / "identity.json"

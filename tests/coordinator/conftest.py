@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from coordinator_service.app import create_app
 from coordinator_service.settings import Settings
 from tests.coordinator.databases import database, drop_template
-from tests.coordinator.helpers import ADMIN_TOKEN
+from tests.coordinator.helpers import fast_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,14 +28,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        admin_token=ADMIN_TOKEN,
-        worker_poll_s=0.05,
-        watch_interval_s=0.05,
-        lease_s=5.0,
-    )
+    return fast_settings(tmp_path / "data", db_url, lease_s=5.0)
 
 
 @pytest.fixture

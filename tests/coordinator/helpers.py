@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from coordinator_service.settings import Settings
 from creamfl.payload import encode_payload
 
 ADMIN_TOKEN = "admin-test-token-0123456789"
@@ -154,3 +156,13 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+# Every state of a round that completes, in order: the transitions its detail lists.
+ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
+
+
+def fast_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    """The coordinator's settings in tests: the tests' admin token and quick worker and watcher polling."""
+    values: dict[str, Any] = {"admin_token": ADMIN_TOKEN, "worker_poll_s": 0.05, "watch_interval_s": 0.05}
+    return Settings(data_dir=data_dir, database_url=database_url, **{**values, **overrides})

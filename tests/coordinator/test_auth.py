@@ -102,6 +102,13 @@ def refusals(
     return problems
 
 
+def forbidden_refusals(
+    http: TestClient, federation_id: str, who: str, headers: dict[str, str], body: bytes
+) -> list[str]:
+    """A client's routes in ``federation_id`` with ``headers``: what was not refused with 403 forbidden."""
+    return refusals(http, client_routes(federation_id, body=body), {who: headers}, 403, "forbidden")
+
+
 def rows(http: TestClient, model: Any) -> list[Any]:
     with http.app.state.services.db() as session:  # type: ignore[attr-defined]
         return list(session.scalars(select(model)).all())
@@ -173,24 +180,14 @@ def test_a_client_acts_only_as_itself_and_only_in_its_own_federation(client: Tes
     second_body = payload(len(task["subset"]), task["embed_dim"], "image", seed=2)
 
     # Execute
-    problems = refusals(
-        client,
-        client_routes(federation["id"], body=second_body),
-        {"a client of another federation": stranger.headers},
-        403,
-        "forbidden",
+    problems = forbidden_refusals(
+        client, federation["id"], "a client of another federation", stranger.headers, second_body
     )
-    problems += refusals(
-        client,
-        client_routes(other_federation["id"], body=second_body),
-        {"a client of the first federation": first.headers},
-        403,
-        "forbidden",
+    problems += forbidden_refusals(
+        client, other_federation["id"], "a client of the first federation", first.headers, second_body
     )
     # Whether a federation exists is not revealed to a client: an unknown one is refused alike.
-    problems += refusals(
-        client, client_routes("fed-000000000000", body=second_body), {"a client": first.headers}, 403, "forbidden"
-    )
+    problems += forbidden_refusals(client, "fed-000000000000", "a client", first.headers, second_body)
     # The same upload URL with another client's token writes that client's upload, never the first's.
     second_upload = put_payload(client, url, second, second_body)
     second_report = client.post(
@@ -257,9 +254,7 @@ def test_a_revoked_client_is_refused_everywhere(client: TestClient) -> None:
 
     # Execute
     revocation = client.post(f"{base}/{revoked.id}/revoke", headers=ADMIN)
-    problems = refusals(
-        client, client_routes(federation["id"], body=body), {"a revoked client": revoked.headers}, 403, "forbidden"
-    )
+    problems = forbidden_refusals(client, federation["id"], "a revoked client", revoked.headers, body)
     unknown = client.post(f"{base}/cl-000000000000/revoke", headers=ADMIN)
     foreign = client.post(f"{base}/{outsider.id}/revoke", headers=ADMIN)
     kept_task = next_task(client, federation["id"], kept, wait=0)

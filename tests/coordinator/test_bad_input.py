@@ -31,20 +31,19 @@ from coordinator_service.api.deps import Services
 from coordinator_service.app import create_app
 from coordinator_service.artifacts import sha256_file
 from coordinator_service.db.models import Client, Federation, Report, Round, Upload
-from coordinator_service.settings import Settings
 from creamfl.payload import encode_payload
 from shared_schemas.client import ClientCreate
 from shared_schemas.federation import FederationCreate
 from tests.coordinator.databases import database
 from tests.coordinator.helpers import (
     ADMIN,
-    ADMIN_TOKEN,
     API,
     EnrolledClient,
     assert_error,
     create_federation,
     enroll,
     enroll_mix,
+    fast_settings,
     next_task,
     payload,
     put_payload,
@@ -106,14 +105,7 @@ def assert_unchanged(env: OpenRound) -> None:
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenRound]:
     directory = tmp_path_factory.mktemp(f"bad-input-{request.param}")
     with database(request.param, directory) as url:
-        settings = Settings(
-            data_dir=directory / "data",
-            database_url=url,
-            admin_token=ADMIN_TOKEN,
-            worker_poll_s=0.05,
-            watch_interval_s=0.05,
-            max_upload_bytes=MAX_UPLOAD,
-        )
+        settings = fast_settings(directory / "data", url, max_upload_bytes=MAX_UPLOAD)
         with TestClient(create_app(settings)) as http:
             federation = create_federation(http, rounds=1, clients_per_round=3, round_deadline_s=3600)
             img, txt, mm = enroll_mix(http, federation)
@@ -724,4 +716,6 @@ def test_closed_rounds_and_unselected_clients_take_no_uploads(client: TestClient
     with client.app.state.services.db() as session:  # type: ignore[attr-defined]
         stored = [(u.client_id, u.sha256) for u in session.scalars(select(Upload))]
     assert stored == [(seated.id, hashlib.sha256(body).hexdigest())]
+    # The closed round's jobs write their own temp files: look once they are done.
+    wait_for_round(client, federation["id"], 1, ("completed", "failed"))
     assert list(client.app.state.services.store.tmp.iterdir()) == []  # type: ignore[attr-defined]

@@ -24,10 +24,12 @@ from sqlalchemy.pool import NullPool
 
 from coordinator_service.artifacts import ArtifactStore, sha256_file
 from coordinator_service.db.models import Artifact, Federation, Job, Round, Upload
+from coordinator_service.launcher import CoordinatorProcess
 from tests.coordinator.databases import database
 from tests.coordinator.helpers import (
     ADMIN,
     API,
+    ROUND_STATES,
     EnrolledClient,
     create_federation,
     enroll,
@@ -40,9 +42,8 @@ from tests.coordinator.helpers import (
     upload_all,
     wait_for_round,
 )
-from tests.coordinator.servers import CoordinatorProcess, coordinator_process
+from tests.coordinator.servers import coordinator_process
 
-ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
 # Short lease so a killed worker's job is claimed again soon; quick polling for quick tests.
 FAST = {"lease_s": 2, "worker_poll_s": 0.1, "watch_interval_s": 0.1, "threads": 1}
 JOB_HOLD_S = 2.5  # long enough to see a job's artifacts on disk and kill it before its commit
@@ -229,8 +230,7 @@ def _upload_until_stored(
 
 def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, storage_url: str) -> None:
     # Prepare: six clients (eight uploads) selected for round 1, which is open
-    with coordinator_process(tmp_path / "data", storage_url, **FAST) as coordinator:
-        coordinator.start()
+    with coordinator_process(tmp_path / "data", database_url=storage_url, **FAST) as coordinator:
         storage = _storage(coordinator)
         with coordinator.http() as http:
             federation = create_federation(http, rounds=2, clients_per_round=6)
@@ -259,7 +259,7 @@ def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, stor
                 key = (client.id, modality)
                 pause = pauses.get(client.id) if position == 0 else None
                 url = tasks[client.id]["upload_urls"][modality]
-                _upload_until_stored(coordinator.base_url, url, client, bodies[key], logs[key], killed, abandon, pause)
+                _upload_until_stored(coordinator.url, url, client, bodies[key], logs[key], killed, abandon, pause)
 
         threads = [threading.Thread(target=client_agent, args=(c,), daemon=True) for c in clients]
 
@@ -280,7 +280,7 @@ def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, stor
             # A crash between moving an upload into the store and its commit leaves the file unrecorded.
             slow_key = (slow[0].id, slow[0].modalities[0])
             orphan = storage.store.put_bytes(bodies[slow_key])
-            coordinator.start()
+            coordinator.restart()
             with coordinator.http() as http:
                 repeats = {
                     key: _put(http, tasks[key[0]]["upload_urls"][key[1]], _client(clients, key[0]), bodies[key])
@@ -347,10 +347,9 @@ STATE_OF_JOB = {"aggregate": "aggregating", "train": "training"}
 def test_kill_during_a_job_reruns_it_once_after_its_lease(tmp_path: Path, kind: str, db: str) -> None:
     with (
         database(db, tmp_path) as url,
-        coordinator_process(tmp_path / "data", url, **FAST, job_hold_s=JOB_HOLD_S) as coordinator,
+        coordinator_process(tmp_path / "data", database_url=url, **FAST, job_hold_s=JOB_HOLD_S) as coordinator,
     ):
         # Prepare: round 1 collects every upload; its jobs then run, each held before its commit
-        coordinator.start()
         storage = _storage(coordinator)
         with coordinator.http() as http:
             federation = create_federation(http, rounds=2)
@@ -383,7 +382,7 @@ def test_kill_during_a_job_reruns_it_once_after_its_lease(tmp_path: Path, kind: 
         coordinator.kill()
         killed_job = storage.job(fid, 1, kind)
         state_at_kill = storage.round_state(fid, 1)
-        coordinator.start(job_hold_s=0)
+        coordinator.restart(job_hold_s=0)
         with coordinator.http() as http:
             round_1 = wait_for_round(http, fid, 1, ("completed", "failed"), timeout=TIMEOUT_S)
             round_2 = run_round(http, fid, clients, 2)

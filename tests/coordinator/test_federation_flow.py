@@ -15,6 +15,7 @@ from shared_schemas.federation import FederationCreate
 from tests.coordinator.helpers import (
     ADMIN,
     API,
+    ROUND_STATES,
     create_federation,
     enroll_mix,
     next_task,
@@ -26,8 +27,6 @@ from tests.coordinator.helpers import (
     upload_all,
     wait_for_round,
 )
-
-ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
 
 
 def test_two_round_federation_completes_with_metrics(client: TestClient) -> None:

@@ -33,6 +33,7 @@ from tests.coordinator.databases import database
 from tests.coordinator.helpers import (
     ADMIN,
     API,
+    ROUND_STATES,
     EnrolledClient,
     enroll_mix,
     next_task,
@@ -46,7 +47,6 @@ from tests.coordinator.helpers import (
     create_federation as create_federation_via_api,
 )
 
-ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
 JOB_KINDS = ["publish", "aggregate", "train", "evaluate"]
 LEASE_S = 1.5  # the dead worker's lease: long enough to look at the queue while it holds
 

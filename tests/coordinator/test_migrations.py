@@ -4,16 +4,11 @@ unmigrated database until ``creamfl-coordinator migrate`` has run."""
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -26,9 +21,11 @@ from sqlalchemy.pool import NullPool
 from coordinator_service.app import UnmigratedDatabase, create_app
 from coordinator_service.db.migrate import alembic_config, upgrade
 from coordinator_service.db.models import Base
+from coordinator_service.launcher import child_env, cli_command, free_port
 from coordinator_service.settings import Settings
 from tests.coordinator.databases import database
 from tests.coordinator.helpers import ADMIN, ADMIN_TOKEN, API, tiny_config
+from tests.coordinator.servers import coordinator_process
 
 KINDS = ["sqlite", "postgresql"]
 TABLES = {table.name for table in Base.metadata.sorted_tables}
@@ -132,69 +129,24 @@ def test_downgrade_to_base_then_upgrade_again(kind: str, tmp_path: Path) -> None
 # -- the command line ----------------------------------------------------------------------------
 
 
-def cli(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("creamfl-coordinator")
-    return [str(script), *args] if script.is_file() else [sys.executable, "-m", "coordinator_service.cli", *args]
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CREAMFL_")}
-    env.update({f"CREAMFL_{key.upper()}": value for key, value in settings.items()})
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cli("serve", "--no-migrate", "--no-worker", "--port", str(port), "--data-dir", str(data_dir)),
-            env=clean_env(admin_token=ADMIN_TOKEN),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"serve was not ready in {timeout}s:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
+def run_cli(*args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    """``creamfl-coordinator ARGS`` with only these ``CREAMFL_*`` settings; waits for it to exit."""
+    env = child_env(settings, inherit_creamfl=False)
+    return subprocess.run(cli_command(*args), env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_serve_refuses_until_migrate_has_run(tmp_path: Path) -> None:
     # Prepare: the embedded SQLite in a fresh data dir
-    data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "serve.log"
+    data_dir = tmp_path / "data"
 
     # Execute
-    refused = subprocess.run(
-        cli("serve", "--no-migrate", "--port", str(port), "--data-dir", str(data_dir)),
-        env=clean_env(admin_token=ADMIN_TOKEN),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    migrated = subprocess.run(
-        cli("migrate", "--data-dir", str(data_dir)), env=clean_env(), capture_output=True, text=True, timeout=120
-    )
-    server = serve(data_dir, port, log)
-    try:
-        wait_ready(server, f"http://127.0.0.1:{port}", log)
-        created = httpx.post(f"http://127.0.0.1:{port}{API}/federations", json=tiny_config(), headers=ADMIN, timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    port = str(free_port())
+    refused = run_cli("serve", "--no-migrate", "--port", port, "--data-dir", str(data_dir), admin_token=ADMIN_TOKEN)
+    migrated = run_cli("migrate", "--data-dir", str(data_dir))
+    server = coordinator_process(data_dir)
+    server.serve_args = ("--no-migrate", "--no-worker")
+    with server, server.http() as http:
+        created = http.post(f"{API}/federations", json=tiny_config(), headers=ADMIN)
 
     # Assert
     assert refused.returncode == 2, refused.stderr
@@ -212,9 +164,7 @@ def test_cli_migrate_brings_postgresql_to_head(tmp_path: Path) -> None:
     # Prepare
     with database("postgresql", tmp_path, migrated=False) as url:
         # Execute
-        migrated = subprocess.run(
-            cli("migrate", "--database-url", url), env=clean_env(), capture_output=True, text=True, timeout=120
-        )
+        migrated = run_cli("migrate", "--database-url", url)
 
         # Assert
         assert migrated.returncode == 0, migrated.stderr

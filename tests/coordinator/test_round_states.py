@@ -25,6 +25,7 @@ from coordinator_service.settings import Settings
 from tests.coordinator.helpers import (
     ADMIN,
     API,
+    ROUND_STATES,
     EnrolledClient,
     create_federation,
     enroll,
@@ -37,7 +38,6 @@ from tests.coordinator.helpers import (
     upload_all,
 )
 
-ROUND_STATES = ["pending", "open", "aggregating", "training", "evaluating", "completed"]
 DEADLINE_S = 1.0
 
 

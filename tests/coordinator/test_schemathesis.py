@@ -30,14 +30,13 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from coordinator_service.app import create_app
-from coordinator_service.settings import Settings
 from tests.coordinator.databases import database
 from tests.coordinator.helpers import (
     ADMIN,
-    ADMIN_TOKEN,
     EnrolledClient,
     create_federation,
     enroll,
+    fast_settings,
     start,
     wait_for_round,
 )
@@ -85,14 +84,8 @@ CHECKS = [not_a_server_error, errors_are_json, status_code_conformance, response
 def app(tmp_path: Path) -> Iterator[Any]:
     """The app on SQLite; schemathesis' ASGI client runs its lifespan (worker, watcher) on its own loop."""
     with database("sqlite", tmp_path) as url:
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            database_url=url,
-            admin_token=ADMIN_TOKEN,
-            worker_poll_s=0.05,
-            watch_interval_s=0.05,
-            long_poll_max_s=0.05,  # generated ?wait= values must not hold requests for long
-        )
+        # Generated ?wait= values must not hold requests for long.
+        settings = fast_settings(tmp_path / "data", url, long_poll_max_s=0.05)
         application = create_app(settings)
         try:
             yield application

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from coordinator_service.launcher import LocalCoordinator, running_coordinator
+from coordinator_service.launcher import CoordinatorProcess
 from tests.coordinator.helpers import ADMIN_TOKEN
 
 if TYPE_CHECKING:
@@ -55,23 +55,23 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCoordinator]:
+def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordinatorProcess]:
     """One real coordinator (uvicorn, in-process worker, SQLite) for the module, with fast polling."""
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
-    env = {
-        "CREAMFL_ADMIN_TOKEN": ADMIN_TOKEN,
-        "CREAMFL_DATABASE_URL": f"sqlite:///{data_dir / 'coordinator.db'}",
-        "CREAMFL_WORKER_POLL_S": "0.05",
-        "CREAMFL_WATCH_INTERVAL_S": "0.05",
-        "CREAMFL_LEASE_S": "10",
-        "CREAMFL_THREADS": "1",
+    settings = {
+        "admin_token": ADMIN_TOKEN,
+        "database_url": f"sqlite:///{data_dir / 'coordinator.db'}",
+        "worker_poll_s": 0.05,
+        "watch_interval_s": 0.05,
+        "lease_s": 10,
+        "threads": 1,
     }
-    with running_coordinator(data_dir, env=env) as running:
+    with CoordinatorProcess(data_dir, settings=settings) as running:
         yield running
 
 
 @pytest.fixture
-def http(coordinator: LocalCoordinator) -> Iterator[httpx.Client]:
+def http(coordinator: CoordinatorProcess) -> Iterator[httpx.Client]:
     """The API over real HTTP, as an admin script or a client agent would call it (no cookies)."""
     with httpx.Client(base_url=coordinator.url, timeout=30.0) as client:
         yield client
@@ -106,7 +106,7 @@ class Dashboard:
 
 
 @pytest.fixture
-def dashboard(browser: Browser, coordinator: LocalCoordinator) -> Iterator[Dashboard]:
+def dashboard(browser: Browser, coordinator: CoordinatorProcess) -> Iterator[Dashboard]:
     context = browser.new_context(viewport=LAPTOP)  # type: ignore[arg-type]
     context.set_default_timeout(15_000)
     page = context.new_page()
