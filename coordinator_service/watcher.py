@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Federation, RoundTransition
 
 
@@ -49,7 +50,7 @@ class ChangeWatcher:
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
     def _read_version(self) -> tuple[object, ...]:
-        with self.factory() as session:
+        with transaction(self.factory) as session:
             transitions = session.scalar(select(func.max(RoundTransition.id)))
             federations = session.scalar(select(func.max(Federation.updated_at)))
             return (transitions, federations)

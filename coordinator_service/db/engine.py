@@ -6,18 +6,25 @@ that, two deferred transactions can both read "not all clients uploaded yet" and
 fails instead of waiting. PostgreSQL: every transaction that changes a federation's rounds, uploads
 or jobs first locks the federation's row (FOR UPDATE), one lock order for everyone, so concurrent
 uploads and workers serialise per federation and cannot deadlock.
+
+Within one process, SQLite transactions also queue on a Python lock: SQLite's own busy handler
+retries a locked database with sleeps of up to 100 ms, which under 32 concurrent uploads cost
+seconds; the lock hands over at once. Other processes (extra workers) still meet the busy timeout.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str) -> Engine:
@@ -25,6 +32,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin_immediate)
+        _SQLITE_LOCKS[engine] = threading.RLock()
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -51,5 +59,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: committed on success, rolled back on any exception."""
-    with factory() as session, session.begin():
+    with ExitStack() as stack:
+        lock = _SQLITE_LOCKS.get(factory.kw["bind"])
+        if lock is not None:
+            stack.enter_context(lock)
+        session = stack.enter_context(factory())
+        stack.enter_context(session.begin())
         yield session

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 
 from coordinator_service.api.deps import SessionDep
+from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Round
 from coordinator_service.errors import CoordinatorError, ErrorResponse
 from coordinator_service.metrics import ROUNDS_BY_STATE
@@ -29,7 +30,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"model": ErrorResponse, "description": "the database is not reachable"}})
 def readyz(db: SessionDep) -> dict[str, str]:
     try:
-        with db() as session:
+        with transaction(db) as session:
             session.execute(text("SELECT 1"))
     except Exception as exc:
         raise NotReady(f"the database is not reachable: {type(exc).__name__}") from exc
@@ -38,7 +39,7 @@ def readyz(db: SessionDep) -> dict[str, str]:
 
 @router.get("/metrics", response_class=Response)
 def metrics(db: SessionDep) -> Response:
-    with db() as session:
+    with transaction(db) as session:
         counts = Counter(session.scalars(select(Round.state)).all())
     for state in ROUND_STATES:
         ROUNDS_BY_STATE.labels(state=state).set(counts.get(state, 0))
