@@ -133,9 +133,12 @@ class Worker:
         if JOB_FOR_STATE.get(round_.state) != job.kind:
             queue.finish(job, result={"skipped": f"round is {round_.state}"})
             return None
+        # In client-name order, not arrival order: the ensemble sums client representations in float, so
+        # the same uploads arriving in another order would give other bits (and another run, other numbers).
+        names = {c.id: c.name for c in repo.list_clients(session, federation_id=federation.id)}
         uploads = [
             UploadRef(client_id=u.client_id, modality=u.modality, sha256=u.sha256)  # type: ignore[arg-type]
-            for u in repo.uploads(session, round_id=round_.id)
+            for u in sorted(repo.uploads(session, round_id=round_.id), key=lambda u: (names[u.client_id], u.modality))
         ]
         return JobInput(
             kind=job.kind,
