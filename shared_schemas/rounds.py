@@ -73,6 +73,11 @@ class RoundTransition(BaseModel):
     reason: str | None
 
 
+class ClientTraffic(BaseModel):
+    up: int = Field(description="bytes of its stored uploads")
+    down: int = Field(description="bytes of global representations it downloaded (full downloads)")
+
+
 class RoundPublic(BaseModel):
     number: int
     state: RoundState
@@ -88,6 +93,9 @@ class RoundPublic(BaseModel):
     server: dict[str, float] | None = Field(description="server training losses of this round")
     bytes_up: int
     bytes_down: int
+    traffic: dict[str, ClientTraffic] = Field(
+        default_factory=dict, description="client id -> bytes it uploaded and downloaded this round (all attempts)"
+    )
 
 
 class JobPublic(BaseModel):

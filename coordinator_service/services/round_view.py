@@ -8,14 +8,20 @@ from sqlalchemy.orm import Session
 from coordinator_service import repositories as repo
 from coordinator_service.db.models import Participant, Round
 from coordinator_service.services.rounds import uploaders
-from shared_schemas.rounds import RoundPublic, RoundTransition
+from shared_schemas.rounds import ClientTraffic, RoundPublic, RoundTransition
 
 
 def describe_round(session: Session, round_: Round) -> RoundPublic:
     done = uploaders(session, round_)
-    bytes_down = session.scalar(
-        select(func.coalesce(func.sum(Participant.downloaded_bytes), 0)).where(Participant.round_id == round_.id)
-    )
+    downloads = session.execute(
+        select(Participant.client_id, func.coalesce(func.sum(Participant.downloaded_bytes), 0))
+        .where(Participant.round_id == round_.id)
+        .group_by(Participant.client_id)
+    ).all()
+    uploads = repo.uploads(session, round_id=round_.id)
+    traffic: dict[str, ClientTraffic] = {client: ClientTraffic(up=0, down=int(down)) for client, down in downloads}
+    for upload in uploads:
+        traffic.setdefault(upload.client_id, ClientTraffic(up=0, down=0)).up += upload.size
     return RoundPublic(
         number=round_.number,
         state=round_.state,
@@ -32,6 +38,7 @@ def describe_round(session: Session, round_: Round) -> RoundPublic:
         weights=round_.weights,
         metrics=round_.metrics,
         server=round_.server_stats,
-        bytes_up=sum(u.size for u in repo.uploads(session, round_id=round_.id)),
-        bytes_down=int(bytes_down or 0),
+        bytes_up=sum(u.size for u in uploads),
+        bytes_down=sum(t.down for t in traffic.values()),
+        traffic=dict(sorted(traffic.items())),
     )
