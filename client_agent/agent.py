@@ -284,7 +284,7 @@ class Agent:
         per_epoch += math.ceil(len(public) / config.batch_size) if regularise else 0
         total = per_epoch * config.local_epochs
         steps = [0]
-        seed = int.from_bytes(hashlib.sha256(f"{self.client_id}:{key}".encode()).digest()[:8], "little") >> 1
+        seed = int.from_bytes(hashlib.sha256(f"{self._seed_name}:{key}".encode()).digest()[:8], "little") >> 1
         with (
             self.stopper.abandonable(),
             self.reporter.step("train", total, "steps", round=task.round, epochs=config.local_epochs) as update,
@@ -415,7 +415,10 @@ class Agent:
         file = record.file if record is not None else None
         if self._loaded is not None and (self._loaded.built_as, self._loaded.file) == (built_as, file):
             return self._loaded
-        torch.manual_seed(int.from_bytes(hashlib.sha256(self.client_id.encode()).digest()[:4], "little"))
+        init_seed = self.data.init_seed
+        if init_seed is None:
+            init_seed = int.from_bytes(hashlib.sha256(self.client_id.encode()).digest()[:4], "little")
+        torch.manual_seed(init_seed)
         model = build_client_model(
             self.model_spec.name,
             embed_dim=task.embed_dim,
@@ -441,6 +444,13 @@ class Agent:
     def client_id(self) -> str:
         assert self.identity is not None
         return self.identity.client_id
+
+    @property
+    def _seed_name(self) -> str:
+        """What seeds local training: the built-in share's init seed (the same numbers on every run of
+        the same federation), else the client id."""
+        init_seed = self.data.init_seed
+        return self.client_id if init_seed is None else f"builtin-{init_seed}"
 
     def _check_identity(self, identity: Identity) -> None:
         s = self.settings

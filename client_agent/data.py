@@ -48,6 +48,7 @@ from creamfl.data.partition import dirichlet_partition
 from creamfl.data.scenes import CLASS_NAMES
 from creamfl.data.types import ImageFiles, ImageSource, ImageTextPairs, LabelledImages, LabelledTexts
 from creamfl.models.registry import CLIENT_MODELS, client_model_modalities
+from creamfl.participants import client_init_seed
 from creamfl.text import Tokenizer
 from creamfl.training import TaskData
 
@@ -74,6 +75,9 @@ class PrivateData:
     num_classes: int  # 0 for image-text pairs
     description: str
     image_size: int | None  # None: no images
+    # The torch seed to build the model under (built-in data: simulated client I's, so the same
+    # initial weights); None: one derived from the client id.
+    init_seed: int | None = None
 
     @property
     def samples(self) -> int:
@@ -148,18 +152,21 @@ def _builtin(spec: DataSpec, modality: AgentModality, tokenizer: Tokenizer, imag
     if not alpha > 0:
         raise ConfigError(f"--data {spec.text}: alpha must be positive")
     # The simulator's private pool and partition (creamfl.participants), so client I here holds
-    # what simulated client I would.
+    # what simulated client I would, and starts from the same initial model.
     builtin = BuiltinSpec(seed=seed, private_size=per_client * clients, image_size=max(image_size, 24))
     private = builtin_split(builtin, "private")
     share_rows = dirichlet_partition(private.labels, clients, alpha=alpha, seed=seed, min_size=8)[index]
     scenes = private.subset(share_rows)
     description = f"built-in scenes, client {index} of {clients}, {len(scenes)} samples"
+    init_seed = client_init_seed(seed, index)
     if modality == "image":
-        return PrivateData(TaskData(scenes.images, scenes.labels), len(CLASS_NAMES), description, builtin.image_size)
+        task = TaskData(scenes.images, scenes.labels)
+        return PrivateData(task, len(CLASS_NAMES), description, builtin.image_size, init_seed)
     if modality == "text":
         texts = scenes.labelled_texts(seed + index)
-        return PrivateData(TaskData(tokenizer.encode(texts.texts), texts.labels), len(CLASS_NAMES), description, None)
-    return _pairs(scenes.pairs(), tokenizer, description, builtin.image_size)
+        task = TaskData(tokenizer.encode(texts.texts), texts.labels)
+        return PrivateData(task, len(CLASS_NAMES), description, None, init_seed)
+    return replace(_pairs(scenes.pairs(), tokenizer, description, builtin.image_size), init_seed=init_seed)
 
 
 def _image_folder(spec: DataSpec, _modality: AgentModality, _tokenizer: Tokenizer, image_size: int) -> PrivateData:

@@ -105,6 +105,32 @@ def split_data(spec: BuiltinSpec, server_tokenizer: Tokenizer) -> SimData:
     )
 
 
+@dataclass(frozen=True)
+class ClientSlot:
+    """One client of a simulated federation: its place in the client order, name, kind and model."""
+
+    number: int  # 0-based, image clients first, then text, then image+text
+    name: str  # e.g. "image-0", "multimodal-1"
+    kind: str  # image, text or multimodal
+    model_spec: str  # e.g. "image-cnn-s"
+
+
+def client_layout(config: SimulationConfig) -> list[ClientSlot]:
+    """Who the clients are: ``image_clients`` image, then text, then image+text clients, each kind
+    cycling through its model sizes. The demo starts one agent per slot."""
+    kinds = (
+        [("image", config.image_models)] * config.image_clients
+        + [("text", config.text_models)] * config.text_clients
+        + [("multimodal", config.multimodal_models)] * config.multimodal_clients
+    )
+    slots = []
+    counters: dict[str, int] = {}
+    for number, (kind, models) in enumerate(kinds):
+        position = counters[kind] = counters.get(kind, -1) + 1
+        slots.append(ClientSlot(number, f"{kind}-{position}", kind, models[position % len(models)]))
+    return slots
+
+
 def build_clients(config: SimulationConfig, public: Scenes) -> list[SimClient]:
     """Image, text and image+text clients over disjoint, Dirichlet non-IID shares of the private pool."""
     if config.total_clients == 0:
@@ -112,31 +138,29 @@ def build_clients(config: SimulationConfig, public: Scenes) -> list[SimClient]:
     private, shares = _private_shares(config)
     tokenizer = client_tokenizer()
     public_ids = tokenizer.encode([c[0] for c in public.captions])
-    kinds = (
-        [("image", config.image_models)] * config.image_clients
-        + [("text", config.text_models)] * config.text_clients
-        + [("multimodal", config.multimodal_models)] * config.multimodal_clients
-    )
     clients = []
-    counters: dict[str, int] = {}
-    for number, ((kind, models), share) in enumerate(zip(kinds, shares, strict=True)):
-        position = counters[kind] = counters.get(kind, -1) + 1
-        spec = models[position % len(models)]
-        torch.manual_seed(config.seed * 7919 + number + 1)  # each model's init independent of build order
+    for slot, share in zip(client_layout(config), shares, strict=True):
+        torch.manual_seed(client_init_seed(config.seed, slot.number))  # each model's init independent of build order
         model = build_client_model(
-            spec, embed_dim=config.embed_dim, vocab_size=tokenizer.vocab_size, num_classes=len(CLASS_NAMES)
+            slot.model_spec, embed_dim=config.embed_dim, vocab_size=tokenizer.vocab_size, num_classes=len(CLASS_NAMES)
         ).to(config.device)
         clients.append(
             SimClient(
-                name=f"{kind}-{position}",
-                model_spec=spec,
+                name=slot.name,
+                model_spec=slot.model_spec,
                 model=model,
                 optimizer=torch.optim.Adam(model.parameters(), lr=config.client_lr),
-                private=_private_task(kind, private.subset(share), tokenizer, seed=config.seed + number),
+                private=_private_task(slot.kind, private.subset(share), tokenizer, seed=config.seed + slot.number),
                 public_token_ids=public_ids,
             )
         )
     return clients
+
+
+def client_init_seed(seed: int, number: int) -> int:
+    """The torch seed client ``number`` (0-based, image, text, then image+text clients) builds its
+    model under; an agent with ``--data builtin:SEED:I/K`` uses it too, so it starts from the same weights."""
+    return seed * 7919 + number + 1
 
 
 def centralized_pairs(config: SimulationConfig, data: SimData, tokenizer: Tokenizer) -> TaskData:
