@@ -1,4 +1,5 @@
-"""``creamfl-coordinator``: serve the API, migrate the database, or run a standalone job worker."""
+"""``creamfl-coordinator``: serve the API, migrate the database, run a standalone job worker, or run
+the demo (a whole federation of agent processes on this machine)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from coordinator_service import demo as demo_module
 from coordinator_service.logs import configure_logging
 from coordinator_service.settings import Settings
 
@@ -37,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--device", help="auto, cpu, cuda, cuda:1 (CREAMFL_DEVICE)")
         command.add_argument("--log-level", default="INFO")
         command.add_argument("--log-format", choices=("text", "json"), default="text")
+    demo = commands.add_parser(
+        "demo",
+        help="the main job: a coordinator and six agent processes on this machine, a table per round",
+        description=demo_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo_module.add_arguments(demo)
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo_module.main(args)
     configure_logging(args.log_level, args.log_format)
     try:
         settings = Settings(**_overrides(args))
