@@ -114,6 +114,10 @@ class JobRunner:
     def _generator(self, job: JobInput, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(job.config.seed * 1_000_003 + job.round_number * 7_919 + salt)
 
+    def _read_reps(self, shas: dict[str, str]) -> dict[Modality, torch.Tensor]:
+        """``{modality: [n, d]}`` from per-modality payload artifacts."""
+        return {m: decode_payload(self.store.read(sha))[m] for m, sha in shas.items()}  # type: ignore[misc]
+
     def _save(self, server: SimServer, written: dict[str, str]) -> str:
         sha = self.store.put_bytes(save_training_state(server.model, server.optimizer))
         written[sha] = "checkpoint"
@@ -155,10 +159,7 @@ class JobRunner:
         """Step 6: the global-local cross-modal ensemble (or the mean) per modality."""
         assert job.global_reps is not None
         config = job.config
-        global_reps: dict[Modality, torch.Tensor] = {
-            m: decode_payload(self.store.read(sha))[m]  # type: ignore[misc]
-            for m, sha in job.global_reps.items()
-        }
+        global_reps = self._read_reps(job.global_reps)
         uploads: dict[Modality, list[tuple[str, torch.Tensor]]] = {}
         for ref in job.uploads:
             rep = decode_payload(self.store.read(ref.sha256))[ref.modality]  # [n, d]
@@ -191,10 +192,7 @@ class JobRunner:
         """Step 7: distil the aggregates into the server (joint: with the retrieval loss; separate: alone)."""
         config, written = job.config, dict[str, str]()
         server, data = self._server(config, job.checkpoint_published), self._data(config)
-        targets: dict[Modality, torch.Tensor] = {
-            m: decode_payload(self.store.read(sha))[m]  # type: ignore[misc]
-            for m, sha in (job.aggregates or {}).items()
-        }
+        targets = self._read_reps(job.aggregates or {})
         distillation = (
             Distillation(torch.tensor(job.subset, dtype=torch.long), targets, config.kd_weight) if targets else None
         )
