@@ -1,4 +1,9 @@
-"""Build a simulated federation from a config: the data splits, the server, and the clients."""
+"""Who takes part in a simulated federation: the server's data, and the clients with their shares.
+
+The demo starts one agent per :func:`client_layout` slot, and an agent holding the built-in share
+``I`` builds its model under :func:`client_init_seed`, so a simulated client and that agent start
+from the same weights and the same data.
+"""
 
 from __future__ import annotations
 
@@ -8,101 +13,27 @@ import torch
 
 from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.partition import dirichlet_partition
-from creamfl.data.scenes import CLASS_NAMES, Scenes, vocabulary
-from creamfl.models import (
-    BertTextConfig,
-    ClientModel,
-    ResNetConfig,
-    ServerConfig,
-    ServerModel,
-    build_client_model,
-)
+from creamfl.data.scenes import CLASS_NAMES, Scenes
+from creamfl.models import ClientModel
+from creamfl.rounds import ServerData, builtin_server_data, client_stream, client_tokenizer, new_client_model
 from creamfl.sim_config import SimulationConfig
-from creamfl.text import PretrainedTokenizer, Tokenizer, WordTokenizer, minilm_path
-from creamfl.training import PublicInputs, TaskData
+from creamfl.text import Tokenizer, WordTokenizer
+from creamfl.training import TaskData
 
 
 @dataclass
-class SimClient:
+class SimulatedClient:
     name: str
     model_spec: str
+    stream: str  # its local-training random stream (creamfl.rounds.seeds.client_stream)
     model: ClientModel
     optimizer: torch.optim.Optimizer
     private: TaskData
     public_token_ids: torch.Tensor  # [N_public, L] with this client's tokenizer
 
 
-@dataclass
-class SimServer:
-    model: ServerModel
-    optimizer: torch.optim.Optimizer
-    tokenizer: Tokenizer
-
-
-@dataclass
-class SimData:
-    public: Scenes
-    test: Scenes
-    public_pairs: TaskData  # server token ids, one caption per public item (the item's first)
-    test_caption_ids: torch.Tensor  # [2 N_test, L] server token ids
-    test_caption_image: torch.Tensor  # [2 N_test]
-
-
-def client_tokenizer() -> WordTokenizer:
-    return WordTokenizer(vocabulary())
-
-
-def server_tokenizer(text_encoder: str) -> Tokenizer:
-    """all-MiniLM-L6-v2's WordPiece tokenizer for ``minilm``; else the scenes vocabulary."""
-    return PretrainedTokenizer(minilm_path()) if text_encoder == "minilm" else client_tokenizer()
-
-
-def build_server(config: SimulationConfig) -> SimServer:
-    return new_server(
-        embed_dim=config.embed_dim,
-        image_widths=config.server_image_widths,
-        text_encoder=config.text_encoder,
-        lr=config.server_lr,
-        seed=config.seed,
-        device=config.device,
-    )
-
-
-def new_server(
-    *, embed_dim: int, image_widths: tuple[int, ...], text_encoder: str, lr: float, seed: int, device: str
-) -> SimServer:
-    """A freshly initialised server model (deterministic in ``seed``), its optimizer and tokenizer."""
-    torch.manual_seed(seed)
-    tokenizer = server_tokenizer(text_encoder)
-    if isinstance(tokenizer, PretrainedTokenizer):
-        text = BertTextConfig(pretrained_path=minilm_path(), pad_id=tokenizer.pad_id)
-    else:
-        text = BertTextConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
-    model = ServerModel(ServerConfig(embed_dim=embed_dim, image=ResNetConfig(widths=image_widths), text=text)).to(
-        device
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    return SimServer(model=model, optimizer=optimizer, tokenizer=tokenizer)
-
-
-def build_data(config: SimulationConfig, server_tokenizer: Tokenizer) -> SimData:
-    return split_data(_spec(config), server_tokenizer)
-
-
-def split_data(spec: BuiltinSpec, server_tokenizer: Tokenizer) -> SimData:
-    """The public pairs and the test split of the built-in dataset, tokenised for the server."""
-    public, test = builtin_split(spec, "public"), builtin_split(spec, "test")
-    # Each public item is one (image, caption) pair: its first caption. Distinct images, so no item
-    # is a false negative of another in the contrastive terms.
-    public_caption_ids = server_tokenizer.encode([c[0] for c in public.captions])
-    test_pairs = test.pairs()
-    return SimData(
-        public=public,
-        test=test,
-        public_pairs=TaskData(public.images, public_caption_ids, torch.arange(len(public))),
-        test_caption_ids=server_tokenizer.encode(test_pairs.captions),
-        test_caption_image=test_pairs.caption_image,
-    )
+def build_data(config: SimulationConfig, server_tokenizer: Tokenizer) -> ServerData:
+    return builtin_server_data(_spec(config), server_tokenizer)
 
 
 @dataclass(frozen=True)
@@ -131,7 +62,7 @@ def client_layout(config: SimulationConfig) -> list[ClientSlot]:
     return slots
 
 
-def build_clients(config: SimulationConfig, public: Scenes) -> list[SimClient]:
+def build_clients(config: SimulationConfig, public: Scenes) -> list[SimulatedClient]:
     """Image, text and image+text clients over disjoint, Dirichlet non-IID shares of the private pool."""
     if config.total_clients == 0:
         return []
@@ -140,14 +71,20 @@ def build_clients(config: SimulationConfig, public: Scenes) -> list[SimClient]:
     public_ids = tokenizer.encode([c[0] for c in public.captions])
     clients = []
     for slot, share in zip(client_layout(config), shares, strict=True):
-        torch.manual_seed(client_init_seed(config.seed, slot.number))  # each model's init independent of build order
-        model = build_client_model(
-            slot.model_spec, embed_dim=config.embed_dim, vocab_size=tokenizer.vocab_size, num_classes=len(CLASS_NAMES)
-        ).to(config.device)
+        init_seed = client_init_seed(config.seed, slot.number)
+        model = new_client_model(
+            slot.model_spec,
+            init_seed=init_seed,
+            embed_dim=config.embed_dim,
+            vocab_size=tokenizer.vocab_size,
+            num_classes=len(CLASS_NAMES),
+            device=config.device,
+        )
         clients.append(
-            SimClient(
+            SimulatedClient(
                 name=slot.name,
                 model_spec=slot.model_spec,
+                stream=client_stream(init_seed=init_seed, client_id=slot.name),
                 model=model,
                 optimizer=torch.optim.Adam(model.parameters(), lr=config.client_lr),
                 private=_private_task(slot.kind, private.subset(share), tokenizer, seed=config.seed + slot.number),
@@ -163,7 +100,7 @@ def client_init_seed(seed: int, number: int) -> int:
     return seed * 7919 + number + 1
 
 
-def centralized_pairs(config: SimulationConfig, data: SimData, tokenizer: Tokenizer) -> TaskData:
+def centralized_pairs(config: SimulationConfig, data: ServerData, tokenizer: Tokenizer) -> TaskData:
     """The upper bound's training set: the public pairs plus every multimodal client's pairs."""
     private, shares = _private_shares(config)
     paired = shares[config.image_clients + config.text_clients :]
@@ -171,14 +108,15 @@ def centralized_pairs(config: SimulationConfig, data: SimData, tokenizer: Tokeni
     own_pairs = own.pairs()
     public = data.public_pairs
     return TaskData(
-        inputs=torch.cat([data.public.images, own.images]),
+        inputs=torch.cat([public.inputs[torch.arange(len(public))], own.images]),
         targets=torch.cat([public.targets, tokenizer.encode(own_pairs.captions)]),
-        caption_image=torch.cat([torch.arange(len(data.public)), own_pairs.caption_image + len(data.public)]),
+        caption_image=torch.cat([torch.arange(len(public)), own_pairs.caption_image + len(public)]),
     )
 
 
-def public_inputs(images: torch.Tensor, token_ids: torch.Tensor, subset: torch.Tensor) -> PublicInputs:
-    return PublicInputs(images=images[subset], token_ids=token_ids[subset])
+def public_scenes(config: SimulationConfig) -> Scenes:
+    """The public split itself (images and every caption), as clients regenerate it."""
+    return builtin_split(_spec(config), "public")
 
 
 def _private_shares(config: SimulationConfig) -> tuple[Scenes, list[torch.Tensor]]:

@@ -7,14 +7,15 @@ optional int64 ``indices`` tensor names the public-set row of each payload row.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-PayloadDtype = Literal["float16", "float32", "int8"]
+from shared_schemas.vocabulary import PayloadDtype
+
 PAYLOAD_DTYPES: tuple[PayloadDtype, ...] = ("float16", "float32", "int8")
 _SCALE_SUFFIX = ".scale"
 INDICES = "indices"

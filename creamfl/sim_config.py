@@ -6,12 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from creamfl.payload import PayloadDtype
-from creamfl.training import ServerSchedule
+from creamfl.rounds.config import RoundConfig, ServerTrainingConfig
+from creamfl.training import ClientTrainingConfig
+from shared_schemas.vocabulary import AggregationStrategy, PayloadDtype, ServerSchedule, TextEncoder
 
-Strategy = Literal["creamfl", "mean", "server-only", "centralized"]
+# The federated strategies, and the two bounds every quality claim is measured against.
+Strategy = AggregationStrategy | Literal["server-only", "centralized"]
 STRATEGIES: tuple[Strategy, ...] = ("creamfl", "mean", "server-only", "centralized")
-TextEncoderChoice = Literal["scratch", "minilm"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class SimulationConfig:
     server_image_widths: tuple[int, ...] = (32, 64, 128)
     server_lr: float = 5e-4
     server_batch_size: int = 64
-    text_encoder: TextEncoderChoice = "scratch"
+    text_encoder: TextEncoder = "scratch"
     payload_dtype: PayloadDtype = "float16"
     device: str = "cpu"
 
@@ -82,6 +83,41 @@ class SimulationConfig:
     @property
     def subset_size(self) -> int:
         return self.public_subset or self.public_size
+
+    @property
+    def federated(self) -> bool:
+        return self.strategy in ("creamfl", "mean")
+
+    def round_config(self) -> RoundConfig:
+        """What every round of this simulation runs (the same type a federation's config converts to)."""
+        return RoundConfig(
+            seed=self.seed,
+            embed_dim=self.embed_dim,
+            public_size=self.public_size,
+            subset_size=self.subset_size,
+            clients_per_round=self.clients_per_round,
+            aggregation=self.strategy if self.strategy in ("creamfl", "mean") else None,
+            exclude_self=self.exclude_self,
+            normalize_aggregate=self.normalize_aggregate,
+            kd_weight=self.kd_weight,
+            payload_dtype=self.payload_dtype,
+            client=ClientTrainingConfig(
+                local_epochs=self.local_epochs,
+                lr=self.client_lr,
+                batch_size=self.client_batch_size,
+                gamma=self.gamma,
+                tau=self.tau,
+                inter=self.inter,
+                intra=self.intra,
+            ),
+            server=ServerTrainingConfig(
+                image_widths=self.server_image_widths,
+                text_encoder=self.text_encoder,
+                lr=self.server_lr,
+                batch_size=self.server_batch_size,
+                schedule=self.server_schedule,
+            ),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

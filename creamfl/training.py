@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +26,6 @@ from creamfl.losses import (
 from creamfl.models.client_base import ClientModel
 from creamfl.models.common import Modality, other_modality
 from creamfl.models.server import ServerModel
-
-ServerSchedule = Literal["joint", "separate"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +94,7 @@ class PublicInputs:
 @dataclass(frozen=True)
 class ClientTrainingConfig:
     local_epochs: int = 1
+    lr: float = 1e-3
     batch_size: int = 64
     gamma: float = 0.5  # weight of inter + intra
     tau: float = 0.5

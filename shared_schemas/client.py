@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Modality = Literal["image", "text"]
+from shared_schemas.vocabulary import Modality
+
 ClientStatus = Literal["active", "revoked"]
 
 

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Strategy = Literal["creamfl", "mean"]
-PayloadDtype = Literal["float16", "float32", "int8"]
-ServerSchedule = Literal["joint", "separate"]
+from shared_schemas.vocabulary import AggregationStrategy, PayloadDtype, ServerSchedule, TextEncoder
+
 FederationState = Literal["created", "running", "paused", "stopped", "completed", "failed"]
 
 
@@ -30,7 +29,7 @@ class PublicSetSpec(_Strict):
 
 class ServerSpec(_Strict):
     image_widths: tuple[int, ...] = Field((32, 64, 128), min_length=1, max_length=6)
-    text_encoder: Literal["scratch", "minilm"] = "scratch"
+    text_encoder: TextEncoder = "scratch"
     lr: float = Field(5e-4, gt=0, le=1.0)
     batch_size: int = Field(64, ge=2, le=4096)
     schedule: ServerSchedule = "joint"
@@ -66,7 +65,7 @@ class FederationCreate(_Strict):
     min_clients: int = Field(1, ge=1, le=10_000, description="quorum to close a round at its deadline")
     round_deadline_s: float = Field(600.0, gt=0, le=7 * 86_400)
     max_reopen: int = Field(3, ge=0, le=100, description="re-openings of a round that missed its quorum")
-    strategy: Strategy = "creamfl"
+    strategy: AggregationStrategy = "creamfl"
     kd_weight: float = Field(0.3, ge=0, le=100)
     exclude_self: bool = False
     normalize_aggregate: bool = True

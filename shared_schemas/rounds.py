@@ -20,6 +20,9 @@ class TrainTask(BaseModel):
     attempt: int
     subset: list[int] = Field(description="rows of the public set used this round, in payload row order")
     embed_dim: int
+    seed: int = Field(
+        description="the federation's seed: a client's local-training stream derives from it and the round"
+    )
     payload_dtype: PayloadDtype
     training: ClientTrainingSpec
     global_urls: dict[Modality, str]

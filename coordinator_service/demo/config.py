@@ -78,13 +78,13 @@ def federation_config(config: SimulationConfig, *, deadline_s: float) -> dict[st
     """The coordinator's federation config for the simulator's ``config`` (every field spelled out)."""
     from pydantic import ValidationError
 
+    from coordinator_service.round_config import federation_fields
     from shared_schemas.federation import FederationCreate
 
     seats = config.clients_per_round or config.total_clients
     body: dict[str, Any] = {
         "name": f"demo-seed{config.seed}",
-        "seed": config.seed,
-        "embed_dim": config.embed_dim,
+        **federation_fields(config.round_config()),
         "public_set": {
             "kind": "builtin",
             "seed": config.seed,
@@ -92,33 +92,11 @@ def federation_config(config: SimulationConfig, *, deadline_s: float) -> dict[st
             "test_size": config.test_size,
             "image_size": config.image_size,
         },
-        "public_subset_size": config.public_subset,
         "rounds": config.rounds,
         "clients_per_round": seats,
         "min_clients": seats,  # every client in every round, as in the simulator
         "round_deadline_s": deadline_s,
         "max_reopen": 1,
-        "strategy": config.strategy,
-        "kd_weight": config.kd_weight,
-        "exclude_self": config.exclude_self,
-        "normalize_aggregate": config.normalize_aggregate,
-        "payload_dtype": config.payload_dtype,
-        "client": {
-            "local_epochs": config.local_epochs,
-            "batch_size": config.client_batch_size,
-            "lr": config.client_lr,
-            "gamma": config.gamma,
-            "tau": config.tau,
-            "inter": config.inter,
-            "intra": config.intra,
-        },
-        "server": {
-            "image_widths": list(config.server_image_widths),
-            "text_encoder": config.text_encoder,
-            "lr": config.server_lr,
-            "batch_size": config.server_batch_size,
-            "schedule": config.server_schedule,
-        },
     }
     try:
         FederationCreate.model_validate(body)

@@ -120,7 +120,7 @@ def describe_clients(clients: list[dict[str, Any]], plans: list[AgentPlan], *, e
 
     from creamfl.data.scenes import CLASS_NAMES
     from creamfl.models import build_client_model
-    from creamfl.participants import client_tokenizer
+    from creamfl.rounds import client_tokenizer
 
     vocab = client_tokenizer().vocab_size
     kinds = {plan.name: plan.slot.kind for plan in plans}

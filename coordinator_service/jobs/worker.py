@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 import traceback
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,9 +21,11 @@ from coordinator_service.artifacts import ArtifactStore
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Artifact, Federation, Job, Round, utcnow
 from coordinator_service.jobs import queue
-from coordinator_service.jobs.compute import JobInput, JobOutput, JobRunner, UploadRef, resolve_device
+from coordinator_service.jobs.compute import JobInput, JobRunner, UploadRef, resolve_device
+from coordinator_service.jobs.results import JobOutput
 from coordinator_service.metrics import JOB_SECONDS, JOBS_FINISHED
-from coordinator_service.services.rounds import JOB_FOR_STATE, advance_after_job, config_of, fail_round, handle_deadline
+from coordinator_service.services.job_results import record_job_result
+from coordinator_service.services.rounds import JOB_FOR_STATE, config_of, fail_round, handle_deadline
 from coordinator_service.settings import Settings
 
 log = logging.getLogger("creamfl.worker")
@@ -133,12 +134,11 @@ class Worker:
         if JOB_FOR_STATE.get(round_.state) != job.kind:
             queue.finish(job, result={"skipped": f"round is {round_.state}"})
             return None
-        # In client-name order, not arrival order: the ensemble sums client representations in float, so
-        # the same uploads arriving in another order would give other bits (and another run, other numbers).
+        # By client name: the round engine orders the ensemble's sum by name, as the simulator does.
         names = {c.id: c.name for c in repo.list_clients(session, federation_id=federation.id)}
         uploads = [
-            UploadRef(client_id=u.client_id, modality=u.modality, sha256=u.sha256)  # type: ignore[arg-type]
-            for u in sorted(repo.uploads(session, round_id=round_.id), key=lambda u: (names[u.client_id], u.modality))
+            UploadRef(client_id=u.client_id, client_name=names[u.client_id], modality=u.modality, sha256=u.sha256)  # type: ignore[arg-type]
+            for u in repo.uploads(session, round_id=round_.id)
         ]
         return JobInput(
             kind=job.kind,
@@ -149,13 +149,12 @@ class Worker:
             start_checkpoint=federation.latest_checkpoint,
             checkpoint_published=round_.checkpoint_published,
             checkpoint_trained=round_.checkpoint_trained,
-            global_reps=round_.global_reps,
-            aggregates=round_.aggregates,
+            global_reps=round_.global_reps,  # type: ignore[arg-type]
+            aggregates=round_.aggregates,  # type: ignore[arg-type]
             uploads=uploads,
         )
 
     def _commit(self, job_id: int, output: JobOutput) -> bool:
-        result, artifacts = output
         with transaction(self.factory) as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -163,14 +162,12 @@ class Worker:
             job = queue.still_owned(session, job_id=job_id, owner=self.owner)
             if job is None:
                 return False
-            for sha, kind in artifacts.written.items():
-                if session.get(Artifact, sha) is None:
-                    session.add(Artifact(sha256=sha, size=self.runner.store.path(sha).stat().st_size, kind=kind))
+            for sha, kind in output.written.items():
+                repo.record_artifact(session, sha256=sha, size=self.runner.store.size(sha), kind=kind)
             round_ = session.get(Round, job.round_id)
             assert round_ is not None
-            _apply(session, federation, round_, job.kind, result)
-            queue.finish(job, result=_summary(result))
-            advance_after_job(session, federation, round_, job.kind)
+            queue.finish(job, result=output.result.summary())
+            record_job_result(session, federation, round_, job.kind, output.result)
         JOBS_FINISHED.labels(kind=job.kind, state="done").inc()
         return True
 
@@ -187,35 +184,6 @@ class Worker:
                 assert round_ is not None
                 fail_round(session, federation, round_, f"{job.kind} job failed {job.attempts} times: {error[:500]}")
                 JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
-
-
-def _apply(session: Session, federation: Federation, round_: Round, kind: str, result: dict[str, Any]) -> None:
-    """Store a job's result on its round (and federation)."""
-    if kind == "publish":
-        round_.checkpoint_published = result["checkpoint"]
-        round_.global_reps = result["global_reps"]
-        round_.server_stats = dict(result["server"])
-    elif kind == "aggregate":
-        round_.aggregates = result["aggregates"]
-        round_.weights = result["weights"]
-        for up in repo.uploads(session, round_id=round_.id):
-            stats = result["weights"].get(up.modality)
-            if stats is not None and up.client_id in stats["clients"]:
-                up.weight = stats["mean_weight"][stats["clients"].index(up.client_id)]
-    elif kind == "train":
-        round_.checkpoint_trained = result["checkpoint"]
-        round_.server_stats = {**(round_.server_stats or {}), **result["server"]}
-    elif kind == "evaluate":
-        round_.metrics = result["metrics"]
-        federation.latest_checkpoint = round_.checkpoint_trained
-        rsum = float(result["metrics"]["rsum"])
-        if federation.best_rsum is None or rsum > federation.best_rsum:
-            federation.best_rsum = rsum
-            federation.best_checkpoint = round_.checkpoint_trained
-
-
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k in ("checkpoint", "server", "metrics", "aggregates", "global_reps")}
 
 
 class _LeaseKeeper:

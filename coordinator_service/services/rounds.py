@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import torch
 from sqlalchemy.orm import Session
 
 from coordinator_service import repositories as repo
 from coordinator_service.db.models import Client, Federation, Participant, Round, RoundTransition, utcnow
 from coordinator_service.jobs.queue import enqueue
+from coordinator_service.round_config import round_config
+from creamfl import rounds as engine
 from shared_schemas.federation import FederationCreate
 
 # Which job moves a round out of each working state.
@@ -26,18 +27,6 @@ STATE_AFTER_JOB = {"publish": "open", "aggregate": "training", "train": "evaluat
 
 def config_of(federation: Federation) -> FederationCreate:
     return FederationCreate.model_validate(federation.config)
-
-
-def round_seed(config: FederationCreate, number: int, salt: int = 0) -> int:
-    """Deterministic per federation, round and purpose: a re-run job draws the same numbers."""
-    return (config.seed * 1_000_003 + number * 9_176 + salt) % (2**63 - 1)
-
-
-def round_subset(config: FederationCreate, number: int) -> list[int]:
-    """The public rows this round uses, sorted (the payloads' row order)."""
-    generator = torch.Generator().manual_seed(round_seed(config, number, salt=1))
-    rows = torch.randperm(config.public_set.size, generator=generator)[: config.subset_size]
-    return [int(i) for i in rows.sort().values]
 
 
 def move(session: Session, round_: Round, state: str, reason: str | None = None) -> None:
@@ -52,7 +41,7 @@ def create_round(session: Session, federation: Federation, number: int) -> Round
         number=number,
         state="pending",
         attempt=0,
-        subset=round_subset(config_of(federation), number),
+        subset=engine.public_subset(round_config(config_of(federation)), number).tolist(),
     )
     session.add(round_)
     session.flush()
@@ -72,13 +61,9 @@ def open_round(session: Session, federation: Federation, round_: Round) -> None:
 
 def select_clients(session: Session, federation: Federation, round_: Round, *, keep: list[str]) -> list[str]:
     """Participants of the round's current attempt: ``keep`` first, then a seeded draw of the others."""
-    config = config_of(federation)
-    active = [c for c in repo.list_clients(session, federation_id=federation.id) if c.status == "active"]
-    kept = [c.id for c in active if c.id in keep]
-    others = [c.id for c in active if c.id not in keep]
-    generator = torch.Generator().manual_seed(round_seed(config, round_.number, salt=100 + round_.attempt))
-    order = torch.randperm(len(others), generator=generator).tolist()
-    chosen = kept + [others[i] for i in order][: max(config.clients_per_round - len(kept), 0)]
+    active = [c.id for c in repo.list_clients(session, federation_id=federation.id) if c.status == "active"]
+    config = round_config(config_of(federation))
+    chosen = engine.select_clients(config, round_.number, active, attempt=round_.attempt, keep=keep)
     for client_id in chosen:
         session.add(Participant(round_id=round_.id, client_id=client_id, attempt=round_.attempt))
     session.flush()

@@ -40,6 +40,7 @@ def next_task(session: Session, *, client: Client) -> TrainTask | DoneTask | Non
         attempt=round_.attempt,
         subset=list(round_.subset),
         embed_dim=config.embed_dim,
+        seed=config.seed,
         payload_dtype=config.payload_dtype,
         training=config.client,
         global_urls={m: f"{base}/global/{m}" for m in ("image", "text")},

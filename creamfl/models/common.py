@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Modality = Literal["image", "text"]
+from shared_schemas.vocabulary import Modality
+
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 
 

@@ -13,7 +13,7 @@ from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.partition import dirichlet_partition
 from creamfl.data.scenes import CLASS_NAMES
 from creamfl.data.types import ImageFiles
-from creamfl.participants import client_tokenizer
+from creamfl.rounds import client_tokenizer
 from tests.agent.data_files import scenes, write_ag_news, write_cifar100, write_image_folder, write_karpathy
 
 TOKENIZER = client_tokenizer()

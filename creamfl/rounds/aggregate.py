@@ -1,7 +1,7 @@
-"""A round's aggregation step: every modality's uploads to one target, plus the weight statistics.
+"""Step 6 of a round: every modality's uploads to one target, plus how the ensemble weighed the clients.
 
-The simulator and the coordinator's aggregate job both call :func:`aggregate_uploads`, so a
-federation over HTTP does the same math as one in a single process.
+Uploads are summed in client-name order, whatever order they arrived in: the ensemble sums in
+float, so another order would give other bits (and another run, other numbers).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 from torch import Tensor
 
 from creamfl.ensemble import ensemble_weights, mean_ensemble, weighted_aggregate
-from creamfl.models.common import Modality, other_modality
-
-Aggregation = Literal["creamfl", "mean"]
+from creamfl.models.common import other_modality
+from creamfl.rounds.config import RoundConfig
+from shared_schemas.vocabulary import AggregationStrategy, Modality
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,17 @@ class WeightStats:
     mean_weight: tuple[float, ...]  # per client, averaged over samples; 1/K for the mean strategy
     max_weight: float  # the largest weight any client got on any sample
     entropy: float  # mean over samples of the weight entropy, in nats (log K = uniform)
+
+    def as_dict(self, digits: int | None = None) -> dict[str, Any]:
+        def number(value: float) -> float:
+            return value if digits is None else round(value, digits)
+
+        return {
+            "clients": list(self.clients),
+            "mean_weight": [number(w) for w in self.mean_weight],
+            "max_weight": number(self.max_weight),
+            "entropy": number(self.entropy),
+        }
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,7 @@ def aggregate_uploads(
     uploads: Mapping[Modality, Sequence[tuple[str, Tensor]]],
     global_reps: Mapping[Modality, Tensor],
     *,
-    strategy: Aggregation,
+    strategy: AggregationStrategy,
     exclude_self: bool = False,
     normalize: bool = True,
     block_size: int | None = None,
@@ -48,6 +59,7 @@ def aggregate_uploads(
 
     Image uploads are scored against the global *text* representations and vice versa.
     """
+    uploads = {modality: sorted(named, key=lambda upload: upload[0]) for modality, named in uploads.items()}
     targets: dict[Modality, Tensor] = {}
     weights: dict[Modality, WeightStats] = {}
     for modality, named in uploads.items():
@@ -74,3 +86,20 @@ def aggregate_uploads(
             entropy=float(-(alpha * alpha.clamp_min(1e-30).log()).sum(0).mean()),
         )
     return AggregationResult(targets=targets, weights=weights)
+
+
+def aggregate(
+    uploads: Mapping[Modality, Sequence[tuple[str, Tensor]]],
+    global_reps: Mapping[Modality, Tensor],
+    config: RoundConfig,
+) -> AggregationResult:
+    """Step 6 as the round's config asks: ``uploads`` per modality as ``(client name, [n, d])``."""
+    if config.aggregation is None:
+        raise ValueError("this round has no aggregation strategy (a baseline without clients)")
+    return aggregate_uploads(
+        uploads,
+        global_reps,
+        strategy=config.aggregation,
+        exclude_self=config.exclude_self,
+        normalize=config.normalize_aggregate,
+    )

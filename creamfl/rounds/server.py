@@ -1,0 +1,98 @@
+"""The server a round trains: its model, optimizer and tokenizer, and the data it trains and is scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from creamfl.data.builtin import BuiltinSpec, builtin_split
+from creamfl.data.scenes import vocabulary
+from creamfl.models import BertTextConfig, ClientModel, ResNetConfig, ServerConfig, ServerModel, build_client_model
+from creamfl.rounds.config import RoundConfig
+from creamfl.rounds.seeds import seeded_global_rng
+from creamfl.text import PretrainedTokenizer, Tokenizer, WordTokenizer, minilm_path
+from creamfl.training import PublicInputs, TaskData
+from shared_schemas.vocabulary import TextEncoder
+
+
+@dataclass
+class Server:
+    model: ServerModel
+    optimizer: torch.optim.Optimizer
+    tokenizer: Tokenizer
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Held-out pairs, several captions per image: ``caption_ids`` ``[M, L]`` (server token ids),
+    ``caption_image`` ``[M]`` the image of each caption."""
+
+    images: torch.Tensor  # [N, 3, H, W] uint8
+    caption_ids: torch.Tensor
+    caption_image: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ServerData:
+    """What the server sees: the public pairs (one caption per public item, server token ids) and the
+    evaluation set."""
+
+    public_pairs: TaskData
+    evaluation: EvaluationSet
+
+    def public_inputs(self, subset: torch.Tensor) -> PublicInputs:
+        """The round's public subset as the server's inputs."""
+        return PublicInputs(images=self.public_pairs.inputs[subset], token_ids=self.public_pairs.targets[subset])
+
+
+def client_tokenizer() -> WordTokenizer:
+    return WordTokenizer(vocabulary())
+
+
+def server_tokenizer(text_encoder: TextEncoder) -> Tokenizer:
+    """all-MiniLM-L6-v2's WordPiece tokenizer for ``minilm``; else the scenes vocabulary."""
+    return PretrainedTokenizer(minilm_path()) if text_encoder == "minilm" else client_tokenizer()
+
+
+def new_server(config: RoundConfig, *, device: str | torch.device) -> Server:
+    """A freshly initialised server model (deterministic in the config's seed), its optimizer and tokenizer."""
+    tokenizer = server_tokenizer(config.server.text_encoder)
+    if isinstance(tokenizer, PretrainedTokenizer):
+        text = BertTextConfig(pretrained_path=minilm_path(), pad_id=tokenizer.pad_id)
+    else:
+        text = BertTextConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    architecture = ServerConfig(
+        embed_dim=config.embed_dim, image=ResNetConfig(widths=config.server.image_widths), text=text
+    )
+    with seeded_global_rng(config.seed):
+        model = ServerModel(architecture).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.server.lr, weight_decay=1e-4)
+    return Server(model=model, optimizer=optimizer, tokenizer=tokenizer)
+
+
+def new_client_model(
+    name: str, *, init_seed: int, embed_dim: int, vocab_size: int, num_classes: int, device: str | torch.device
+) -> ClientModel:
+    """A client model from the registry, initialised from ``init_seed`` alone (whatever else runs)."""
+    with seeded_global_rng(init_seed):
+        model = build_client_model(name, embed_dim=embed_dim, vocab_size=vocab_size, num_classes=num_classes)
+    return model.to(device)
+
+
+def builtin_server_data(spec: BuiltinSpec, tokenizer: Tokenizer) -> ServerData:
+    """The public pairs and the test split of the built-in dataset, tokenised for the server."""
+    public, test = builtin_split(spec, "public"), builtin_split(spec, "test")
+    # Each public item is one (image, caption) pair: its first caption. Distinct images, so no item
+    # is a false negative of another in the contrastive terms.
+    test_pairs = test.pairs()
+    return ServerData(
+        public_pairs=TaskData(
+            public.images, tokenizer.encode([c[0] for c in public.captions]), torch.arange(len(public))
+        ),
+        evaluation=EvaluationSet(
+            images=test.images,
+            caption_ids=tokenizer.encode(test_pairs.captions),
+            caption_image=test_pairs.caption_image,
+        ),
+    )
