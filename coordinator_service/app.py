@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator_service.api.deps import Services
 from coordinator_service.api.routes import clients, federations, health
-from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.artifacts import LocalArtifactStore
 from coordinator_service.dashboard import routes as dashboard
 from coordinator_service.db.engine import make_engine, make_sessionmaker
 from coordinator_service.db.migrate import pending_migrations, upgrade
@@ -96,7 +96,7 @@ def build_services(settings: Settings, *, migrate: bool) -> Services:
     return Services(
         settings=settings,
         db=factory,
-        store=ArtifactStore(settings.resolved_artifact_dir),
+        store=LocalArtifactStore(settings.resolved_artifact_dir),
         admin_token_hash=token_hash(admin_token),
         watcher=ChangeWatcher(factory, settings.watch_interval_s),
     )

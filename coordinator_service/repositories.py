@@ -7,9 +7,21 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from coordinator_service.db.models import Client, Federation, Job, Participant, Report, Round, RoundTransition, Upload
+from coordinator_service.db.models import (
+    Artifact,
+    Client,
+    Federation,
+    Job,
+    Participant,
+    Report,
+    Round,
+    RoundTransition,
+    Upload,
+    utcnow,
+)
 from coordinator_service.errors import NotFound
 
 T = TypeVar("T")
@@ -21,6 +33,15 @@ def get_federation(session: Session, *, federation_id: str, lock: bool = False) 
     if federation is None:
         raise NotFound(f"no federation {federation_id!r}", federation_id=federation_id)
     return federation
+
+
+def record_artifact(session: Session, *, sha256: str, size: int, kind: str) -> None:
+    """A row for a stored artifact, unless it has one. Content-addressed, so two federations (or two
+    clients) may store the same bytes at once: the second insert is a no-op, not a conflict."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert(Artifact).values(sha256=sha256, size=size, kind=kind, created_at=utcnow()).on_conflict_do_nothing()
+    )
 
 
 def _locked(query: Select[T]) -> Select[T]:

@@ -1,23 +1,20 @@
-"""Client uploads: checked early, streamed to a temp file, validated, then stored and recorded at once.
+"""Client uploads: checked early, streamed into a staged artifact, validated, then stored and recorded at once.
 
-The body never sits in memory: it goes to a temp file in the artifact store with its sha256
-computed on the way. Idempotent: the same content again is a 200, different content for the same
-client, round and modality a 409.
+The body never sits in memory whole: it is staged in the artifact store with its sha256 computed
+on the way, and read back tensor by tensor to validate it. Idempotent: the same content again is a
+200, different content for the same client, round and modality a 409.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from coordinator_service import repositories as repo
-from coordinator_service.artifacts import ArtifactStore
-from coordinator_service.db.models import Artifact, Client, Round, Upload
+from coordinator_service.artifacts import ArtifactStore, StagedArtifact
+from coordinator_service.db.models import Client, Round, Upload
 from coordinator_service.errors import Conflict, Forbidden, Gone, Invalid, PayloadTooLarge
 from coordinator_service.payloads import PayloadInfo, validate_payload
 from coordinator_service.services.rounds import close_if_complete, config_of
@@ -72,58 +69,51 @@ def _open_round_for(session: Session, *, client: Client, number: int, modality: 
     return round_
 
 
-async def receive_body(chunks: AsyncIterator[bytes], store: ArtifactStore, *, max_bytes: int) -> tuple[Path, str, int]:
-    """Stream into a fsynced temp file; returns (path, sha256, size). Removes the file on any error."""
-    temp = store.new_temp()
-    digest, size = hashlib.sha256(), 0
+async def receive_body(chunks: AsyncIterator[bytes], store: ArtifactStore, *, max_bytes: int) -> StagedArtifact:
+    """Stream into a staged artifact and finish it; on any error it is discarded."""
+    staged = store.stage()
     try:
-        with temp.open("wb") as handle:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"the upload exceeds {max_bytes} bytes", limit=max_bytes)
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        async for chunk in chunks:
+            if staged.size + len(chunk) > max_bytes:
+                raise PayloadTooLarge(f"the upload exceeds {max_bytes} bytes", limit=max_bytes)
+            staged.write(chunk)
+        staged.finish()
     except BaseException:
-        temp.unlink(missing_ok=True)
+        staged.discard()
         raise
-    return temp, digest.hexdigest(), size
+    return staged
 
 
-def validate_payload_file(temp: Path, target: UploadTarget, modality: str) -> PayloadInfo:
-    return validate_payload(temp, modality=modality, subset=target.subset, dim=target.dim)
+def validate_staged(staged: StagedArtifact, target: UploadTarget, modality: str) -> PayloadInfo:
+    with staged.open() as handle:
+        return validate_payload(handle, modality=modality, subset=target.subset, dim=target.dim)
 
 
 def store_upload(
     session: Session,
-    store: ArtifactStore,
     *,
     client: Client,
     number: int,
     modality: str,
-    temp: Path,
-    sha256: str,
-    size: int,
+    staged: StagedArtifact,
     info: PayloadInfo,
 ) -> UploadOutcome:
-    """In one transaction: re-check under the federation lock, move the file in, record it, maybe close
-    the round. The caller removes ``temp`` if it is still there (refused, or a repeat)."""
+    """In one transaction: re-check under the federation lock, commit the staged artifact, record it,
+    maybe close the round. The caller discards ``staged`` if it was not committed (refused, or a repeat)."""
     federation = repo.get_federation(session, federation_id=client.federation_id, lock=True)
+    sha256 = staged.sha256
     round_ = _open_round_for(session, client=client, number=number, modality=modality, declared_sha256=sha256)
     existing = repo.upload(session, round_id=round_.id, client_id=client.id, modality=modality)
     if existing is not None:
         return UploadOutcome(created=False, upload=existing, round_number=number)
-    store.adopt(temp, sha256)
-    if session.get(Artifact, sha256) is None:
-        session.add(Artifact(sha256=sha256, size=size, kind="upload"))
+    staged.commit()
+    repo.record_artifact(session, sha256=sha256, size=staged.size, kind="upload")
     upload = Upload(
         round_id=round_.id,
         client_id=client.id,
         modality=modality,
         sha256=sha256,
-        size=size,
+        size=staged.size,
         rows=info.rows,
         dim=info.dim,
         dtype=info.dtype,

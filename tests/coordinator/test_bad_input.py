@@ -2,7 +2,7 @@
 
 Every malformed, oversized, mistyped or misaddressed request gets the documented 4xx with the JSON
 error body, and changes nothing: a previously accepted upload is still there with the same sha256,
-no rows appear, and no temp file is left in the artifact store.
+no rows appear, and no staged write is left in the artifact store.
 
 Most cases share one open round per database (module scope): a federation whose three clients are
 all selected, the image-only client's upload already accepted, the others yet to upload. A case may
@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from coordinator_service.api.deps import Services
 from coordinator_service.app import create_app
-from coordinator_service.artifacts import sha256_file
+from coordinator_service.artifacts import LocalArtifactStore
 from coordinator_service.db.models import Client, Federation, Report, Round, Upload
 from creamfl.payload import encode_payload
 from shared_schemas.client import ClientCreate
@@ -90,15 +90,21 @@ def snapshot(services: Services) -> dict[str, Any]:
             "federations": sorted((f.id, f.state, f.current_round) for f in session.scalars(select(Federation))),
             "rounds": sorted((r.federation_id, r.number, r.state, r.attempt) for r in session.scalars(select(Round))),
         }
-    state["files"] = sorted(p.name for p in services.store.root.glob("??/*"))
+    state["files"] = sorted(artifact.sha256 for artifact in services.store.list_stored())
     return state
+
+
+def staging_files(services: Services) -> list[str]:
+    """Staged writes in progress or left behind (the local backend shows them)."""
+    assert isinstance(services.store, LocalArtifactStore)
+    return services.store.staging_files()
 
 
 def assert_unchanged(env: OpenRound) -> None:
     assert snapshot(env.services) == env.baseline
-    assert list(env.services.store.tmp.iterdir()) == [], "a refused upload left a temp file behind"
+    assert staging_files(env.services) == [], "a refused upload left a staged write behind"
     sha = hashlib.sha256(env.accepted).hexdigest()
-    assert sha256_file(env.services.store.path(sha)) == sha
+    assert hashlib.sha256(env.services.store.read(sha)).hexdigest() == sha
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -205,6 +211,13 @@ BAD_PAYLOADS: dict[str, BadPayload] = {
     "int8 negative scale": BadPayload(SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, -0.01))),
     "int8 NaN scale": BadPayload(SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, float("nan")))),
     "int8 Inf scale": BadPayload(SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, float("inf")))),
+    # Scales of dtypes whose comparisons torch does not implement: a 422, never a 500.
+    "int8 zero scale as uint16": BadPayload(
+        SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, 0.0).to(torch.uint16))
+    ),
+    "int8 NaN scale as float8": BadPayload(
+        SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, float("nan")).to(torch.float8_e4m3fn))
+    ),
     "a scale beside a float16 tensor": BadPayload(
         UNEXPECTED, lambda n, d, s: tensors(image=unit_rows(n, d).half(), image__scale=_scale(n, 1.0))
     ),
@@ -605,7 +618,7 @@ def test_an_invalid_report_is_refused(env: OpenRound, case: str) -> None:
 )
 def test_a_bad_range_on_a_download_is_refused(env: OpenRound, value: str, status: int) -> None:
     # Prepare
-    size = env.services.store.path(env.task["global_sha256"]["image"]).stat().st_size
+    size = env.services.store.size(env.task["global_sha256"]["image"])
 
     # Execute
     response = env.http.get(env.url("global"), headers={**env.mm.headers, "Range": value.format(size=size)})
@@ -716,6 +729,6 @@ def test_closed_rounds_and_unselected_clients_take_no_uploads(client: TestClient
     with client.app.state.services.db() as session:  # type: ignore[attr-defined]
         stored = [(u.client_id, u.sha256) for u in session.scalars(select(Upload))]
     assert stored == [(seated.id, hashlib.sha256(body).hexdigest())]
-    # The closed round's jobs write their own temp files: look once they are done.
+    # The closed round's jobs stage their own writes: look once they are done.
     wait_for_round(client, federation["id"], 1, ("completed", "failed"))
-    assert list(client.app.state.services.store.tmp.iterdir()) == []  # type: ignore[attr-defined]
+    assert staging_files(client.app.state.services) == []  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from coordinator_service.artifacts import ArtifactStore, sha256_file
+from coordinator_service.artifacts import LocalArtifactStore
 from coordinator_service.db.models import Artifact, Federation, Job, Round, Upload
 from coordinator_service.launcher import CoordinatorProcess
 from tests.coordinator.databases import database
@@ -58,7 +58,7 @@ class Storage:
     """The coordinator's database and artifact store, read from outside the process."""
 
     url: str
-    store: ArtifactStore
+    store: LocalArtifactStore
 
     def session(self) -> Session:
         return Session(create_engine(self.url, poolclass=NullPool))
@@ -68,14 +68,14 @@ class Storage:
             return set(session.scalars(select(Artifact.sha256)))
 
     def stored_files(self) -> set[str]:
-        return {path.name for path in self.store.root.glob("??/*")}
+        return {artifact.sha256 for artifact in self.store.list_stored()}
 
     def orphans(self) -> set[str]:
         """Files under their hash that no database row records (a write whose commit never came)."""
         return self.stored_files() - self.recorded_artifacts()
 
-    def temp_files(self) -> list[Path]:
-        return sorted(self.store.tmp.glob("*.part"))
+    def temp_files(self) -> list[str]:
+        return self.store.staging_files()
 
     def uploads(self, federation_id: str, number: int) -> dict[tuple[str, str], str]:
         """(client id, modality) -> sha256 of the round's recorded uploads."""
@@ -125,7 +125,7 @@ class Storage:
         for sha, where in self.referenced().items():
             assert sha in recorded, f"{where}: {sha} has no artifact row"
             assert self.store.exists(sha), f"{where}: {sha} is missing from the store"
-            assert sha256_file(self.store.path(sha)) == sha, f"{where}: {sha} is corrupt"
+            assert _sha(self.store.read(sha)) == sha, f"{where}: {sha} is corrupt"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -135,7 +135,7 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 def _storage(coordinator: CoordinatorProcess) -> Storage:
-    return Storage(coordinator.database_url, ArtifactStore(coordinator.data_dir / "artifacts"))
+    return Storage(coordinator.database_url, LocalArtifactStore(coordinator.data_dir / "artifacts"))
 
 
 def _wait(condition: Any, what: str, coordinator: CoordinatorProcess, timeout: float = TIMEOUT_S) -> Any:
@@ -310,7 +310,7 @@ def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, stor
                 assert recorded == {key: _sha(body) for key, body in bodies.items()}
                 assert orphan in recorded.values() and orphan in storage.recorded_artifacts()
                 for sha in recorded.values():
-                    assert sha256_file(storage.store.path(sha)) == sha
+                    assert _sha(storage.store.read(sha)) == sha
                 assert round_1["state"] == "completed" and round_2["state"] == "completed", (round_1, round_2)
                 assert round_1["uploaded"] == {c.id: sorted(c.modalities) for c in clients}
                 _assert_federation_finished(http, fid, storage)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import torch
 from fastapi.testclient import TestClient
 
+from coordinator_service.round_config import round_config
+from creamfl import rounds
 from creamfl.checkpoint import load_training_state
 from creamfl.data.builtin import BuiltinSpec
-from creamfl.participants import new_server, split_data
-from creamfl.simulation import evaluate_server
 from shared_schemas.federation import FederationCreate
 from tests.coordinator.helpers import (
     ADMIN,
@@ -75,19 +76,13 @@ def test_best_checkpoint_downloads_and_reproduces_the_best_rsum(client: TestClie
     assert response.status_code == 200
     assert hashlib.sha256(response.content).hexdigest() == summary["best_checkpoint"]
     config = FederationCreate.model_validate(summary["config"])
-    server = new_server(
-        embed_dim=config.embed_dim,
-        image_widths=config.server.image_widths,
-        text_encoder=config.server.text_encoder,
-        lr=config.server.lr,
-        seed=123,
-        device="cpu",
-    )
+    server = rounds.new_server(replace(round_config(config), seed=123), device="cpu")
     load_training_state(server.model, server.optimizer, response.content)
     spec = BuiltinSpec(
         seed=config.public_set.seed, public_size=config.public_set.size, test_size=config.public_set.test_size
     )
-    metrics = evaluate_server(server, split_data(spec, server.tokenizer), device=torch.device("cpu"))
+    data = rounds.builtin_server_data(spec, server.tokenizer)
+    metrics = rounds.evaluate(server, data.evaluation, device=torch.device("cpu"))
     assert metrics.rsum == summary["best_rsum"]
 
 
@@ -98,6 +93,33 @@ def test_checkpoint_before_any_round_is_a_404(client: TestClient) -> None:
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_checkpoint_downloads_as_a_named_file_with_etag_and_range(client: TestClient) -> None:
+    # Prepare
+    federation = create_federation(client, rounds=1)
+    clients = enroll_mix(client, federation)
+    start(client, federation["id"])
+    run_round(client, federation["id"], clients, 1)
+    url = f"{API}/federations/{federation['id']}/checkpoints/latest"
+    sha = client.get(f"{API}/federations/{federation['id']}", headers=ADMIN).json()["latest_checkpoint"]
+
+    # Execute
+    full = client.get(url, headers=ADMIN)
+    cached = client.get(url, headers={**ADMIN, "If-None-Match": f'"{sha}"'})
+    part = client.get(url, headers={**ADMIN, "Range": "bytes=-100"})
+    outside = client.get(url, headers={**ADMIN, "Range": f"bytes={len(full.content)}-"})
+
+    # Assert
+    assert full.status_code == 200 and hashlib.sha256(full.content).hexdigest() == sha
+    assert full.headers["etag"] == f'"{sha}"' and full.headers["x-content-sha256"] == sha
+    assert full.headers["content-length"] == str(len(full.content))
+    assert full.headers["content-disposition"] == f'attachment; filename="{federation["id"]}-latest.safetensors"'
+    assert cached.status_code == 304
+    size = len(full.content)
+    assert part.status_code == 206 and part.content == full.content[-100:]
+    assert part.headers["content-range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    assert outside.status_code == 416 and outside.json()["error"]["code"] == "range_not_satisfiable"
 
 
 def test_downloads_count_towards_the_round_and_support_etag_and_range(client: TestClient) -> None:
@@ -111,14 +133,20 @@ def test_downloads_count_towards_the_round_and_support_etag_and_range(client: Te
     # Execute
     full = client.get(url, headers=clients[0].headers)
     cached = client.get(url, headers={**clients[0].headers, "If-None-Match": full.headers["etag"]})
-    part = client.get(url, headers={**clients[0].headers, "Range": "bytes=10-"})
+    part = client.get(url, headers={**clients[0].headers, "Range": "bytes=10-", "If-Range": full.headers["etag"]})
+    # If-Range names other content: the client's part is useless, so the whole file comes back.
+    stale_part = client.get(url, headers={**clients[0].headers, "Range": "bytes=10-", "If-Range": '"other"'})
 
     # Assert
+    size = len(full.content)
     assert full.status_code == 200
     assert full.headers["etag"] == f'"{task["global_sha256"]["text"]}"'
+    assert (full.headers["accept-ranges"], full.headers["content-length"]) == ("bytes", str(size))
     assert hashlib.sha256(full.content).hexdigest() == task["global_sha256"]["text"]
     assert cached.status_code == 304
     assert part.status_code == 206 and part.content == full.content[10:]
+    assert part.headers["content-range"] == f"bytes 10-{size - 1}/{size}"
+    assert stale_part.status_code == 200 and stale_part.content == full.content
     detail = client.get(f"{API}/federations/{federation['id']}/rounds/1", headers=ADMIN).json()
     assert detail["bytes_down"] == len(full.content)
 

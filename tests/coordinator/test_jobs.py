@@ -243,7 +243,7 @@ def test_a_failing_job_is_retried_then_fails_the_round_and_the_federation(coordi
     assert round_detail(coordinator.http, fid, 1)["state"] == "aggregating"
     with transaction(coordinator.db) as session:
         sha = session.scalars(select(Upload.sha256).order_by(Upload.id).limit(1)).one()
-    coordinator.store.path(sha).unlink()
+    coordinator.store.delete(sha)
 
     # Execute
     assert worker.run_once()
@@ -254,14 +254,14 @@ def test_a_failing_job_is_retried_then_fails_the_round_and_the_federation(coordi
 
     # Assert: one retry, then the job, the round and the federation failed with the error as reason
     assert (after_first.kind, after_first.state, after_first.attempts) == ("aggregate", "queued", 1)
-    assert after_first.error is not None and after_first.error.startswith("FileNotFoundError")
+    assert after_first.error is not None and after_first.error.startswith("ArtifactMissing")
     assert first_round["state"] == "aggregating"
     assert not ran_more
     aggregate = coordinator.jobs(fid)[-1]
     assert (aggregate.kind, aggregate.state, aggregate.attempts) == ("aggregate", "failed", 2)
     failed = round_detail(coordinator.http, fid, 1)
     assert failed["state"] == "failed"
-    assert failed["failure_reason"].startswith("aggregate job failed 2 times: FileNotFoundError")
+    assert failed["failure_reason"].startswith("aggregate job failed 2 times: ArtifactMissing")
     assert sha in failed["failure_reason"]
     assert coordinator.transitions(fid) == {1: ["pending", "open", "aggregating", "failed"]}
     summary = coordinator.http.get(f"{API}/federations/{fid}", headers=ADMIN).json()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import re
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
 
@@ -24,6 +23,8 @@ from coordinator_service.api.deps import (
     ServicesDep,
     SessionDep,
 )
+from coordinator_service.api.downloads import artifact_response, etag_of
+from coordinator_service.artifacts import StagedArtifact
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Client, Participant, Report, Upload
 from coordinator_service.errors import (
@@ -31,7 +32,6 @@ from coordinator_service.errors import (
     Invalid,
     NotFound,
     PayloadTooLarge,
-    RangeNotSatisfiable,
     UnsupportedMediaType,
 )
 from coordinator_service.metrics import DOWNLOAD_BYTES, LONG_POLLS, UPLOAD_BYTES, UPLOADS
@@ -48,8 +48,6 @@ from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, TrainTas
 router = APIRouter(tags=["clients"])
 ModalityPath = Annotated[Modality, PathParam()]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# At most 18 digits: beyond any file, and int() never meets Python's 4300-digit limit (a 500).
-RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 UPLOAD_TYPES = ("application/octet-stream", "application/vnd.safetensors")
 DISCONNECT_CHECK_S = 5.0
 
@@ -118,7 +116,7 @@ def _task_now(services: Services, client: Client) -> TrainTask | DoneTask | None
 
 @router.get(
     "/federations/{federation_id}/rounds/{number}/global/{modality}",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}},
 )
 def download_global(
@@ -128,6 +126,7 @@ def download_global(
     client: CurrentClient,
     services: ServicesDep,
     range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The round's global representations of one modality (safetensors), with ETag and Range."""
@@ -137,38 +136,27 @@ def download_global(
             raise NotFound(f"round {number} has not published its {modality} representations yet")
         sha = round_.global_reps[modality]
         participant = repo.participant(session, round_=round_, client_id=client.id)
-        size = services.store.path(sha).stat().st_size
-        if participant is not None and range_header is None and if_none_match != f'"{sha}"':
+        size = services.store.size(sha)
+        whole = range_header is None and if_none_match != etag_of(sha)  # only a whole download counts
+        if participant is not None and whole:
             # Incremented in SQL: concurrent downloads must not lose a count.
             session.execute(
                 update(Participant)
                 .where(Participant.id == participant.id)
                 .values(downloaded_bytes=Participant.downloaded_bytes + size)
             )
-    etag = f'"{sha}"'
-    if if_none_match == etag:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"etag": etag})
-    if range_header is not None:
-        _check_range(range_header, size)
-    else:
-        DOWNLOAD_BYTES.inc(size)
-    return FileResponse(
-        services.store.path(sha),
-        media_type="application/octet-stream",
-        headers={"etag": etag, "x-content-sha256": sha, "cache-control": "private, max-age=86400, immutable"},
+    response = artifact_response(
+        services.store,
+        sha,
+        size=size,
+        range_header=range_header,
+        if_range=if_range,
+        if_none_match=if_none_match,
+        headers={"cache-control": "private, max-age=86400, immutable"},
     )
-
-
-def _check_range(value: str, size: int) -> None:
-    """One byte range, inside the file (JSON errors, unlike the file response's plain-text ones)."""
-    match = RANGE.match(value.strip())
-    if match is None or match.groups() == ("", ""):
-        raise Invalid("Range must be one 'bytes=start-end' range", range=value)
-    start, end = match.groups()
-    if start and (int(start) >= size or (end and int(end) < int(start))):
-        raise RangeNotSatisfiable(f"range {value} lies outside the {size}-byte file", size=size)
-    if not start and (int(end) == 0 or size == 0):  # a suffix range of no bytes
-        raise RangeNotSatisfiable(f"range {value} selects no bytes of the {size}-byte file", size=size)
+    if whole:
+        DOWNLOAD_BYTES.inc(size)
+    return response
 
 
 @router.put(
@@ -204,17 +192,15 @@ async def upload(
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return _upload_public(existing, number)
-    temp, sha, size = await upload_service.receive_body(request.stream(), services.store, max_bytes=limit)
-    try:
-        if sha != declared:
-            raise Invalid("the body's sha256 does not match Content-SHA256", declared=declared, actual=sha)
-        info = await run_in_threadpool(upload_service.validate_payload_file, temp, target, modality)
-        outcome = await run_in_threadpool(_store, services, client, number, modality, temp, sha, size, info)
-    finally:
-        temp.unlink(missing_ok=True)
+    staged = await upload_service.receive_body(request.stream(), services.store, max_bytes=limit)
+    with staged:  # discarded unless committed: refused, or a repeat
+        if staged.sha256 != declared:
+            raise Invalid("the body's sha256 does not match Content-SHA256", declared=declared, actual=staged.sha256)
+        info = await run_in_threadpool(upload_service.validate_staged, staged, target, modality)
+        outcome = await run_in_threadpool(_store, services, client, number, modality, staged, info)
     UPLOADS.labels(modality=modality, outcome="created" if outcome.created else "repeat").inc()
     if outcome.created:
-        UPLOAD_BYTES.inc(size)
+        UPLOAD_BYTES.inc(staged.size)
         services.watcher.notify()
     else:
         response.status_code = status.HTTP_200_OK
@@ -231,19 +217,11 @@ def _precheck(
 
 
 def _store(
-    services: Services, client: Client, number: int, modality: str, temp: Path, sha: str, size: int, info: PayloadInfo
+    services: Services, client: Client, number: int, modality: str, staged: StagedArtifact, info: PayloadInfo
 ) -> upload_service.UploadOutcome:
     with transaction(services.db) as session:
         return upload_service.store_upload(
-            session,
-            services.store,
-            client=client,
-            number=number,
-            modality=modality,
-            temp=temp,
-            sha256=sha,
-            size=size,
-            info=info,
+            session, client=client, number=number, modality=modality, staged=staged, info=info
         )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
@@ -19,6 +19,7 @@ from coordinator_service.api.deps import (
     ServicesDep,
     SessionDep,
 )
+from coordinator_service.api.downloads import artifact_response
 from coordinator_service.db.engine import transaction
 from coordinator_service.errors import NotFound
 from coordinator_service.services import clients as client_service
@@ -65,23 +66,33 @@ for _action in ("start", "pause", "stop"):
 
 @router.get(
     "/federations/{federation_id}/checkpoints/{which}",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}},
 )
 def download_checkpoint(
-    federation_id: FederationId, which: Literal["latest", "best"], services: ServicesDep, _: AdminDep
-) -> FileResponse:
+    federation_id: FederationId,
+    which: Literal["latest", "best"],
+    services: ServicesDep,
+    _: AdminDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
     """The server model and its optimizer state (safetensors; load with creamfl.checkpoint.load_training_state)."""
     with transaction(services.db) as session:
         federation = repo.get_federation(session, federation_id=federation_id)
         sha = federation.latest_checkpoint if which == "latest" else federation.best_checkpoint
     if sha is None:
         raise NotFound(f"federation {federation_id} has no {which} checkpoint yet: no round completed")
-    return FileResponse(
-        services.store.path(sha),
-        media_type="application/octet-stream",
-        filename=f"{federation_id}-{which}.safetensors",
-        headers={"etag": f'"{sha}"', "x-content-sha256": sha},
+    return artifact_response(
+        services.store,
+        sha,
+        size=services.store.size(sha),
+        range_header=range_header,
+        if_range=if_range,
+        if_none_match=if_none_match,
+        # The id is [A-Za-z0-9_-]: safe in a quoted filename.
+        headers={"content-disposition": f'attachment; filename="{federation_id}-{which}.safetensors"'},
     )
 
 
