@@ -223,7 +223,7 @@ def flower_client(args: argparse.Namespace) -> None:
     from creamfl.data.builtin import BuiltinSpec, builtin_split
     from creamfl.data.manifest import scenes_manifest
     from creamfl.models import build_client_model
-    from creamfl.participants import client_tokenizer
+    from creamfl.rounds import client_tokenizer
     from creamfl.training import ClientTrainingConfig, PublicInputs, encode_public, train_client_round
 
     workdir = Path(args.workdir)
@@ -389,6 +389,34 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def client_figures(
+    rounds: list[dict[str, Any]],
+    cpu: list[tuple[float, float]],
+    idle: dict[str, int],
+    idle_children: int,
+    peak: int,
+    *,
+    window: tuple[str, str],
+    wall: str,
+) -> dict[str, Any]:
+    """What both sides report of their client: memory idle and at peak, round 1 alone and the medians of
+    the others. ``window`` names a round's start and end times (replaced by the CPU time between them),
+    ``wall`` its wall time."""
+    for entry in rounds:
+        entry["cpu_s"] = cpu_between(cpu, entry.pop(window[0]), entry.pop(window[1]))
+    return {
+        "idle_rss_kib": idle.get("VmRSS"),
+        "setup_peak_kib": idle.get("VmHWM"),
+        "child_processes_at_idle": idle_children,
+        "peak_rss_kib": peak,
+        "rounds": rounds,
+        "first_round_s": rounds[0][wall],
+        "round_s": median([r[wall] for r in rounds[1:]]),
+        "train_encode_s": median([r["train_s"] + r["encode_s"] for r in rounds[1:]]),
+        "cpu_s": median([r["cpu_s"] for r in rounds[1:] if r["cpu_s"] is not None]),
+    }
+
+
 # --- the agent side ------------------------------------------------------------------------------
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ \S+ (.*)$")
@@ -423,7 +451,8 @@ def agent_rounds(log: str) -> list[dict[str, Any]]:
                 "uploaded_at": entry["uploaded_at"],
                 "round_s": entry["uploaded_at"] - entry["task_at"],
                 "train_s": entry["train_s"],
-                "encode_s": entry["encode_s"],
+                # The agent's train step covers encoding too: the round engine's local round does both.
+                "encode_s": entry.get("encode_s", 0.0),
                 "download_s": entry["download_s"],
             }
         )
@@ -451,42 +480,29 @@ def data_spec(args: argparse.Namespace) -> str:
 def run_agent(model: str, args: argparse.Namespace, coordinator: Any, agent_bin: Path, work: Path) -> dict[str, Any]:
     from service import ADMIN, API
 
+    from client_agent.command import AgentCommand
+
     modality = MODELS[model]
     with coordinator.http() as http:
         created = http.post(f"{API}/federations", json=federation_config(model, args), headers=ADMIN)
         created.raise_for_status()
         federation = created.json()
     state, log = work / f"agent-{model}", work / f"agent-{model}.log"
-    command = [
-        str(agent_bin),
-        "run",
-        "--coordinator",
-        coordinator.url,
-        "--federation",
-        federation["id"],
-        "--join-token",
-        federation["join_token"],
-        "--modality",
-        modality,
-        "--model",
-        model,
-        "--data",
-        data_spec(args),
-        "--name",
-        f"footprint-{model}",
-        "--state-dir",
-        str(state),
-        "--device",
-        "cpu",
-        "--threads",
-        str(args.threads),
-        "--poll-wait",
-        "5",
-        "--backoff-max",
-        "0.5",
-        "--progress",
-        "plain",
-    ]
+    command = AgentCommand(
+        coordinator=coordinator.url,
+        federation=federation["id"],
+        join_token=federation["join_token"],
+        modality=modality,
+        model=model,
+        data=data_spec(args),
+        name=f"footprint-{model}",
+        state_dir=state,
+        device="cpu",
+        threads=args.threads,
+        poll_wait_s=5,
+        backoff_max_s=0.5,
+        progress="plain",
+    ).argv(str(agent_bin))
     process: subprocess.Popen[bytes] | None = None
     cpu: list[tuple[float, float]] = []
     try:
@@ -513,19 +529,9 @@ def run_agent(model: str, args: argparse.Namespace, coordinator: Any, agent_bin:
     rounds = agent_rounds(log.read_text(errors="replace"))
     if len(rounds) != args.rounds:
         raise RuntimeError(f"agent log for {model} shows {len(rounds)} rounds:\n{tail(log)}")
-    for entry in rounds:
-        entry["cpu_s"] = cpu_between(cpu, entry.pop("task_at"), entry.pop("uploaded_at"))
     public_files = list((state / "public").glob("public-*.safetensors"))
     return {
-        "idle_rss_kib": idle.get("VmRSS"),
-        "setup_peak_kib": idle.get("VmHWM"),
-        "child_processes_at_idle": idle_children,
-        "peak_rss_kib": peak,
-        "rounds": rounds,
-        "first_round_s": rounds[0]["round_s"],
-        "round_s": median([r["round_s"] for r in rounds[1:]]),
-        "train_encode_s": median([r["train_s"] + r["encode_s"] for r in rounds[1:]]),
-        "cpu_s": median([r["cpu_s"] for r in rounds[1:] if r["cpu_s"] is not None]),
+        **client_figures(rounds, cpu, idle, idle_children, peak, window=("task_at", "uploaded_at"), wall="round_s"),
         "public_sha256": public_files[0].stem.removeprefix("public-") if public_files else None,
         "training": federation["config"]["client"],
     }
@@ -586,19 +592,9 @@ def run_flower(
         raise RuntimeError(
             f"Flower for {model}: {len(rounds)} rounds, timeline {timeline}:\n{tail(workdir / 'client.log')}"
         )
-    for entry in rounds:
-        entry["cpu_s"] = cpu_between(cpu, entry.pop("started_at"), entry.pop("ended_at"))
     setup = json.loads((workdir / "client-setup.json").read_text())
     return {
-        "idle_rss_kib": idle.get("VmRSS"),
-        "setup_peak_kib": idle.get("VmHWM"),
-        "child_processes_at_idle": idle_children,
-        "peak_rss_kib": peak,
-        "rounds": rounds,
-        "first_round_s": rounds[0]["fit_s"],
-        "round_s": median([r["fit_s"] for r in rounds[1:]]),
-        "train_encode_s": median([r["train_s"] + r["encode_s"] for r in rounds[1:]]),
-        "cpu_s": median([r["cpu_s"] for r in rounds[1:] if r["cpu_s"] is not None]),
+        **client_figures(rounds, cpu, idle, idle_children, peak, window=("started_at", "ended_at"), wall="fit_s"),
         "server_round_s": [e["received"] - e["sent"] for e in timeline],
         **setup,
     }
@@ -696,7 +692,7 @@ def listening(port: int) -> bool:
 def agent_data_digests(args: argparse.Namespace) -> dict[str, str]:
     """The agent's own reading of the data spec (client_agent.data), per modality."""
     from client_agent.data import parse_data_spec
-    from creamfl.participants import client_tokenizer
+    from creamfl.rounds import client_tokenizer
 
     tokenizer = client_tokenizer()
     spec = parse_data_spec(data_spec(args))

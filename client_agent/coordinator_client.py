@@ -7,12 +7,11 @@ Tests drive it against the ASGI app in-process (``fastapi.testclient.TestClient`
 Every call retries with exponential backoff and jitter (``tenacity``) on connection errors,
 timeouts, 408, 429 and 5xx, honouring ``Retry-After``; any other 4xx fails at once. Retrying an
 upload is safe because uploads are idempotent (the same bytes again are a 200). Failures come out
-as :class:`CoordinatorError` subclasses whose message is one line.
+as :class:`~client_agent.coordinator_errors.CoordinatorError` subclasses whose message is one line.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import os
@@ -20,50 +19,33 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, stop_never
 from tenacity.wait import wait_exponential_jitter
 
-from client_agent.errors import AgentError, AgentStopped, ConfigError
+from client_agent.coordinator_errors import (
+    CoordinatorError,
+    IntegrityFailure,
+    ServerFailing,
+    Transient,
+    Unreachable,
+    check_status,
+    describe_transport,
+)
+from client_agent.errors import AgentStopped, ConfigError
 from shared_schemas.client import ClientCreate, ClientEnrolled
 from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, Task, TrainTask, UploadPublic, WaitTask
 
 API = "/api/v1"
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024
 log = logging.getLogger("client_agent.http")
 T = TypeVar("T")
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 _TASK = TypeAdapter[Task](Task)
-
-
-class CoordinatorError(AgentError):
-    """A call to the coordinator failed for good."""
-
-
-class Unreachable(CoordinatorError, ConfigError):
-    """No HTTP answer (connection refused, DNS, timeouts) for the whole retry budget."""
-
-
-class ServerFailing(CoordinatorError):
-    """The coordinator kept answering 5xx/408/429 for the whole retry budget."""
-
-
-class Rejected(CoordinatorError):
-    """A 4xx answer that retrying cannot change; ``code`` and ``message`` come from the JSON error body."""
-
-    def __init__(self, what: str, status: int, code: str, message: str, details: dict[str, Any]) -> None:
-        super().__init__(f"{what}: the coordinator answered HTTP {status} ({code}): {message}")
-        self.what, self.status, self.code, self.reason, self.details = what, status, code, message, details
-
-
-class IntegrityFailure(CoordinatorError):
-    """A downloaded file kept failing its sha256 check."""
 
 
 @dataclass(frozen=True)
@@ -78,14 +60,6 @@ class RetryPolicy:
 class UploadResult:
     created: bool  # False: the coordinator already held exactly these bytes (a safe repeat)
     upload: UploadPublic
-
-
-class _Transient(Exception):
-    """One failed attempt that is worth retrying."""
-
-    def __init__(self, description: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(description)
-        self.status, self.retry_after = status, retry_after
 
 
 class CoordinatorClient:
@@ -216,14 +190,14 @@ class CoordinatorClient:
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
                     raise ConfigError(f"{what}: cannot send the request: {exc}; check --coordinator") from exc
-                raise _Transient(_describe_transport(exc)) from exc
+                raise Transient(describe_transport(exc)) from exc
             if isinstance(result, httpx.Response):
-                _check_status(what, result)
+                check_status(what, result)
             return result
 
         stop = stop_after_delay(self.retry.retry_for_s) if self.retry.retry_for_s > 0 else stop_never
         retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception_type(Transient),
             wait=self._wait,
             stop=stop,
             sleep=self._sleep,
@@ -232,7 +206,7 @@ class CoordinatorClient:
         )
         try:
             return retrying(attempt)
-        except _Transient as exc:
+        except Transient as exc:
             spent = time.monotonic() - started
             tail = f"{attempts} attempt{'s' * (attempts != 1)} over {spent:.0f}s"
             if exc.status is None:
@@ -249,7 +223,7 @@ class CoordinatorClient:
         exc = state.outcome.exception()
         elapsed = state.seconds_since_start or 0.0
         delay = float(self._backoff(state))
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
+        if isinstance(exc, Transient) and exc.retry_after is not None:
             delay = min(max(exc.retry_after, 0.0), self.retry.max_retry_after_s)
         if self.retry.retry_for_s > 0:
             delay = min(delay, max(self.retry.retry_for_s - elapsed, 0.0))
@@ -288,8 +262,8 @@ class CoordinatorClient:
         with self.http.stream("GET", url, headers=headers, timeout=self.timeout) as response:
             if response.status_code == 416:  # the part is not a prefix of the file: start over
                 part.unlink(missing_ok=True)
-                raise _Transient("the partial download does not fit the file; starting over")
-            _check_status(f"download {url}", response)
+                raise Transient("the partial download does not fit the file; starting over")
+            check_status(f"download {url}", response)
             announced = response.headers.get("x-content-sha256")
             if announced is not None and announced != expected:
                 raise IntegrityFailure(
@@ -314,47 +288,7 @@ class CoordinatorClient:
                 os.fsync(handle.fileno())
         if sha256_file(part) != expected:
             part.unlink(missing_ok=True)
-            raise _Transient("the downloaded file does not match its sha256; downloading it again")
-
-
-def _check_status(what: str, response: httpx.Response) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    if status in RETRY_STATUSES:
-        response.read()
-        raise _Transient(f"HTTP {status} {_error(response)[1]}", status=status, retry_after=_retry_after(response))
-    response.read()
-    code, message, details = _error(response)
-    raise Rejected(what, status, code, message, details)
-
-
-def _error(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
-    """(code, message, details) from the coordinator's ``{"error": {...}}`` body, or from the raw text."""
-    try:
-        error = response.json()["error"]
-        return str(error["code"]), str(error["message"]), dict(error.get("details") or {})
-    except (ValueError, KeyError, TypeError):
-        text = " ".join(response.text.split())[:200] or response.reason_phrase
-        return "http_error", text, {}
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` as seconds: a number or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+            raise Transient("the downloaded file does not match its sha256; downloading it again")
 
 
 def _range_start(response: httpx.Response) -> int | None:
@@ -362,12 +296,6 @@ def _range_start(response: httpx.Response) -> int | None:
     unit, _, spec = value.partition(" ")
     start = spec.split("-", 1)[0]
     return int(start) if unit == "bytes" and start.isdigit() else None
-
-
-def _describe_transport(exc: httpx.TransportError) -> str:
-    kind: Literal["timeout", "connection"] = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
-    detail = str(exc) or type(exc).__name__
-    return f"{kind} error ({type(exc).__name__}: {detail})"
 
 
 def _parse(parse: Callable[[Any], T], response: httpx.Response, what: str) -> T:
@@ -398,15 +326,4 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = [
-    "API",
-    "CoordinatorClient",
-    "CoordinatorError",
-    "IntegrityFailure",
-    "Rejected",
-    "RetryPolicy",
-    "ServerFailing",
-    "Unreachable",
-    "UploadResult",
-    "sha256_file",
-]
+__all__ = ["API", "CoordinatorClient", "RetryPolicy", "UploadResult", "sha256_file"]

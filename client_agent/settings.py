@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from client_agent.command import FLAGS
 from client_agent.errors import ConfigError
 
 AgentModality = Literal["image", "text", "multimodal"]
@@ -20,27 +21,6 @@ DATA_HELP = (
     "ag-news:FILE.csv, karpathy:FILE.json?images=DIR[&split=train]"
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-# Which flag sets each setting: error messages name what the operator typed.
-FLAGS = {
-    "coordinator": "--coordinator",
-    "federation": "--federation",
-    "join_token": "--join-token",
-    "modality": "--modality",
-    "data": "--data",
-    "model": "--model",
-    "name": "--name",
-    "state_dir": "--state-dir",
-    "device": "--device",
-    "threads": "--threads",
-    "batch_size": "--batch-size",
-    "poll_wait_s": "--poll-wait",
-    "retry_for_s": "--retry-for",
-    "backoff_max_s": "--backoff-max",
-    "request_timeout_s": "--request-timeout",
-    "once": "--once",
-    "progress": "--progress",
-}
 
 
 class AgentSettings(BaseSettings):

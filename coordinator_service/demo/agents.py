@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from client_agent.command import AgentCommand
+
 if TYPE_CHECKING:
     from creamfl.participants import ClientSlot
     from creamfl.sim_config import SimulationConfig
@@ -26,29 +28,19 @@ class AgentPlan:
 
     def arguments(self, coordinator: str, federation: str, state_dir: Path, threads: int) -> list[str]:
         """``run`` and its flags; the join token goes in CREAMFL_AGENT_JOIN_TOKEN, not on the command line."""
-        return [
-            "run",
-            "--coordinator",
-            coordinator,
-            "--federation",
-            federation,
-            "--modality",
-            self.slot.kind,
-            "--model",
-            self.slot.model_spec,
-            "--data",
-            self.data,
-            "--name",
-            self.slot.name,
-            "--state-dir",
-            str(state_dir),
-            "--threads",
-            str(threads),
-            "--progress",
-            "plain",
-            "--retry-for",
-            "120",  # an agent whose coordinator is gone for good gives up instead of polling forever
-        ]
+        command = AgentCommand(
+            coordinator=coordinator,
+            federation=federation,
+            modality=self.slot.kind,
+            model=self.slot.model_spec,
+            data=self.data,
+            name=self.slot.name,
+            state_dir=state_dir,
+            threads=threads,
+            progress="plain",
+            retry_for_s=120,  # an agent whose coordinator is gone for good gives up instead of polling forever
+        )
+        return command.argv()
 
 
 def agent_plans(config: SimulationConfig) -> list[AgentPlan]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from client_agent.agent import Agent
+from client_agent.command import AgentCommand
 from client_agent.progress import Reporter
-from client_agent.settings import AgentSettings
+from client_agent.settings import AgentSettings, load_settings
 from client_agent.stopping import Stopper
 from coordinator_service.app import create_app
 from coordinator_service.db.models import Report, Round, Upload
@@ -113,26 +114,30 @@ def builtin_data(index: int, clients: int = 3, samples: int = 40) -> str:
     return f"builtin:0:{index}/{clients}?samples={samples}"
 
 
+def agent_defaults(coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path) -> AgentCommand:
+    """Every test agent: the built-in share of its modality, on the CPU, quick to poll and to retry."""
+    return AgentCommand(
+        coordinator=coordinator,
+        federation=federation["id"],
+        join_token=federation["join_token"],
+        modality=modality,
+        data=builtin_data(MODALITIES.index(modality)),
+        name=f"agent-{modality}",
+        state_dir=state_dir,
+        device="cpu",
+        poll_wait_s=5.0,
+        backoff_max_s=0.5,
+        progress="plain",
+    )
+
+
 def agent_settings(
     coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path, **overrides: Any
 ) -> AgentSettings:
-    values: dict[str, Any] = {
-        "coordinator": coordinator,
-        "federation": federation["id"],
-        "join_token": federation["join_token"],
-        "modality": modality,
-        "data": builtin_data(MODALITIES.index(modality)),
-        "name": f"agent-{modality}",
-        "state_dir": state_dir,
-        "device": "cpu",
-        "poll_wait_s": 5.0,
-        "backoff_max_s": 0.5,
-        "retry_for_s": 60.0,
-        "request_timeout_s": 30.0,
-        "progress": "plain",
-    }
-    values.update(overrides)
-    return AgentSettings(**values)
+    """The settings of an agent in a thread of this process (``overrides``: AgentCommand fields)."""
+    in_thread = {"retry_for_s": 60.0, "request_timeout_s": 30.0, **overrides}
+    command = replace(agent_defaults(coordinator, federation, modality, state_dir), **in_thread)
+    return load_settings(asdict(command))
 
 
 @dataclass
@@ -172,37 +177,11 @@ def start_agent(settings: AgentSettings, http: httpx.Client) -> AgentThread:
 
 
 def agent_command(
-    coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path, *extra: str
+    coordinator: str, federation: dict[str, Any], modality: str, state_dir: Path, **overrides: Any
 ) -> list[str]:
-    return [
-        str(BIN / "creamfl-agent"),
-        "run",
-        "--coordinator",
-        coordinator,
-        "--federation",
-        federation["id"],
-        "--join-token",
-        federation["join_token"],
-        "--modality",
-        modality,
-        "--data",
-        builtin_data(MODALITIES.index(modality)),
-        "--name",
-        f"agent-{modality}",
-        "--state-dir",
-        str(state_dir),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--poll-wait",
-        "5",
-        "--backoff-max",
-        "0.5",
-        "--progress",
-        "plain",
-        *extra,
-    ]
+    """A ``creamfl-agent`` subprocess's command line (one torch thread; ``overrides``: AgentCommand fields)."""
+    command = replace(agent_defaults(coordinator, federation, modality, state_dir), **{"threads": 1, **overrides})
+    return command.argv(str(BIN / "creamfl-agent"))
 
 
 def spawn_agent(command: list[str], log: Path) -> subprocess.Popen[bytes]:

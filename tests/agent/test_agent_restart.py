@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from client_agent.agent import Agent
-from client_agent.coordinator_client import ServerFailing
+from client_agent.coordinator_errors import ServerFailing
 from client_agent.errors import ConfigError
 from tests.agent.helpers import (
     AgentThread,
@@ -93,7 +93,7 @@ def test_sigterm_stops_a_polling_agent_at_once_and_cleanly(live_url: str, tmp_pa
     # Prepare: the federation never starts, so the agent long-polls
     with httpx.Client(base_url=live_url, timeout=30) as http:
         federation = create_federation(http, rounds=1)
-        command = agent_command(live_url, federation, "text", tmp_path / "state", "--poll-wait", "30")
+        command = agent_command(live_url, federation, "text", tmp_path / "state", poll_wait_s=30)
         process = spawn_agent(command, tmp_path / "agent.log")
         wait_for_clients(http, federation["id"], 1, timeout=120)
         time.sleep(0.5)  # into its long poll

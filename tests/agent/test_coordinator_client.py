@@ -13,13 +13,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from client_agent.coordinator_client import (
-    CoordinatorClient,
-    Rejected,
-    RetryPolicy,
-    ServerFailing,
-    Unreachable,
-)
+from client_agent.coordinator_client import CoordinatorClient, RetryPolicy
+from client_agent.coordinator_errors import Rejected, ServerFailing, Unreachable
 from coordinator_service.launcher import free_port
 from shared_schemas.client import ClientCreate
 from shared_schemas.rounds import TrainTask
