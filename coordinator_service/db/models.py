@@ -1,6 +1,6 @@
 """The coordinator's tables. The database is the truth: every state change that matters is a row here.
 
-Migrations in ``migrations/`` create exactly these tables; a test compares the two.
+Migrations in ``coordinator_service/migrations/`` create exactly these tables; a test compares the two.
 """
 
 from __future__ import annotations

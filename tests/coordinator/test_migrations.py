@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,20 @@ def test_cli_migrate_brings_postgresql_to_head(tmp_path: Path) -> None:
         with engine_for(url) as engine:
             assert revision(engine) == head(url)
             assert schema_diffs(engine) == []
+
+
+def test_a_developer_migrates_with_alembic_ini_and_the_url_from_the_environment(tmp_path: Path) -> None:
+    # Prepare: the repository's alembic.ini, a fresh SQLite file named only in the environment
+    root = Path(__file__).resolve().parents[2]
+    url = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
+    alembic = [str(Path(sys.executable).parent / "alembic"), "-c", str(root / "alembic.ini")]
+    env = {**child_env(), "CREAMFL_DATABASE_URL": url}
+
+    # Execute
+    heads = subprocess.run([*alembic, "heads"], cwd=root, env=env, capture_output=True, text=True, check=True)
+    subprocess.run([*alembic, "upgrade", "head"], cwd=root, env=env, capture_output=True, text=True, check=True)
+
+    # Assert
+    assert heads.stdout.split()[0] == "0001"
+    with engine_for(url) as engine:
+        assert set(inspect(engine).get_table_names()) >= TABLES

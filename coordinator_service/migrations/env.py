@@ -1,6 +1,9 @@
-"""Alembic environment: the URL comes from the coordinator (see coordinator_service/db/migrate.py)."""
+"""Alembic environment: the URL comes from the coordinator (see coordinator_service/db/migrate.py), or,
+for a developer running ``alembic -c alembic.ini ...``, from ``CREAMFL_DATABASE_URL``."""
 
 from __future__ import annotations
+
+import os
 
 from alembic import context
 from sqlalchemy import create_engine, pool
@@ -10,16 +13,21 @@ from coordinator_service.db.models import Base
 target_metadata = Base.metadata
 
 
+def database_url() -> str:
+    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("CREAMFL_DATABASE_URL")
+    if not url:
+        raise SystemExit("set CREAMFL_DATABASE_URL to the database to migrate")
+    return url
+
+
 def run_migrations_offline() -> None:
-    context.configure(url=context.config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    context.configure(url=database_url(), target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    url = context.config.get_main_option("sqlalchemy.url")
-    assert url is not None
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
