@@ -18,6 +18,7 @@ from typing import Any
 
 from client_agent.errors import AgentError
 from client_agent.settings import DATA_HELP
+from creamfl import __version__
 
 PROG = "creamfl-agent"
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="enroll (first time), then train and upload each round")
     run.add_argument("--coordinator", help="the coordinator's URL, e.g. http://coordinator:8080")

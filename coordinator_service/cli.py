@@ -15,10 +15,12 @@ from pydantic import ValidationError
 from coordinator_service import demo as demo_module
 from coordinator_service.logs import configure_logging
 from coordinator_service.settings import Settings
+from creamfl import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="creamfl-coordinator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP API (and one in-process job worker)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -58,6 +58,7 @@ class CoordinatorProcess:
     log_path: Path | None = None  # appended to on every start; None: the server writes to our stdout/stderr
     log_level: str = "warning"
     serve_args: Sequence[str] = ()  # more ``serve`` options, e.g. ("--no-migrate", "--no-worker")
+    program: Sequence[str] = field(default_factory=cli_command)  # e.g. another environment's creamfl-coordinator
     ready_timeout_s: float = 120.0
     stop_timeout_s: float = 20.0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -96,7 +97,7 @@ class CoordinatorProcess:
         self.settings.update(settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        command = cli_command("serve", "--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir))
+        command = [*self.program, "serve", "--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir)]
         command += ["--log-level", self.log_level, *self.serve_args]
         with contextlib.ExitStack() as stack:
             log: IO[bytes] | None = None

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from creamfl import __version__
 from creamfl.models import CLIENT_MODELS
 from creamfl.payload import PAYLOAD_DTYPES
 from creamfl.sim_config import PRESETS, STRATEGIES, SimulationConfig, preset_config
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creamfl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="run a federation in one process on the built-in dataset")
     sim.set_defaults(handler=_simulate)

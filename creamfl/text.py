@@ -50,7 +50,10 @@ class PretrainedTokenizer:
 
     def __init__(self, path: Path, *, max_length: int = 32) -> None:
         # The defining module, not the package: its lazy attribute loading is not thread-safe.
-        from transformers.models.auto.tokenization_auto import AutoTokenizer
+        try:
+            from transformers.models.auto.tokenization_auto import AutoTokenizer
+        except ImportError as exc:
+            raise ValueError("a pretrained tokenizer needs transformers (pip install 'creamfl[pretrained]')") from exc
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.max_length = max_length

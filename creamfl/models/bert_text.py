@@ -32,8 +32,11 @@ class BertTextEncoder(nn.Module):
         # Imported here: transformers takes seconds to import, and most commands never build a server.
         # From the defining modules, not the package: the package's lazy attribute loading is not
         # thread-safe, and two job workers in one process building servers at once got ImportError.
-        from transformers.models.bert.configuration_bert import BertConfig
-        from transformers.models.bert.modeling_bert import BertModel
+        try:
+            from transformers.models.bert.configuration_bert import BertConfig
+            from transformers.models.bert.modeling_bert import BertModel
+        except ImportError as exc:  # an agent-only install has no transformers
+            raise ValueError("the server's text encoder needs transformers (pip install 'creamfl[server]')") from exc
 
         self.pad_id = config.pad_id
         if config.pretrained_path is not None:

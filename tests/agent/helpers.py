@@ -35,6 +35,7 @@ from tests.coordinator.helpers import ADMIN, API, Http, fast_settings
 
 BIN = Path(sys.executable).parent
 MODALITIES = ("image", "text", "multimodal")
+WITHOUT_TRANSFORMERS = Path(__file__).parent / "without_transformers"
 # Quick polling and a short lease: the coordinator's settings in every agent test (in-process or not).
 FAST: dict[str, Any] = {"worker_poll_s": 0.05, "watch_interval_s": 0.05, "lease_s": 5.0, "threads": 1}
 
@@ -185,7 +186,8 @@ def agent_command(
 
 
 def spawn_agent(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = child_env(inherit_creamfl=False)
+    """A ``creamfl-agent`` process, with transformers importable as an error (``creamfl[agent]`` has none)."""
+    env = {**child_env(inherit_creamfl=False), "PYTHONPATH": str(WITHOUT_TRANSFORMERS)}
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
