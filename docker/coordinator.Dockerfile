@@ -7,8 +7,25 @@
 # wheel comes with the coordinator extra) and run `creamfl-coordinator migrate` once; without it the
 # embedded SQLite lives in CREAMFL_DATA_DIR.
 #
+# Two stages: the first builds the package's wheel from the repository, the second installs that wheel,
+# so the image runs what `pip install creamfl[coordinator]` would, with no source tree beside it (the
+# Alembic scripts and the dashboard's files are inside the package).
+#
 # Build from the repository root: docker build -f docker/coordinator.Dockerfile -t creamfl-coordinator .
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+# The wheel is pure Python: the runtime base builds it, so no second image is pulled.
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY creamfl ./creamfl
+COPY shared_schemas ./shared_schemas
+COPY coordinator_service ./coordinator_service
+COPY client_agent ./client_agent
+RUN pip wheel --no-deps -w /dist .
+
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,16 +33,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /opt/creamfl
-COPY pyproject.toml README.md ./
-COPY creamfl ./creamfl
-COPY shared_schemas ./shared_schemas
-COPY coordinator_service ./coordinator_service
-COPY client_agent ./client_agent
-COPY migrations ./migrations
-# Editable, so `migrate` finds migrations/ beside the packages. The base image's CUDA torch satisfies the
-# torch requirement and is kept. The agent extra adds httpx, which the `demo` driver needs.
-RUN pip install -e ".[coordinator,agent]" \
+# The base image's CUDA torch satisfies the torch requirement and is kept. The agent extra adds httpx,
+# which the `demo` driver needs.
+COPY --from=build /dist /tmp/dist
+RUN pip install "$(ls /tmp/dist/creamfl-*.whl)[coordinator,agent]" \
+    && rm -rf /tmp/dist \
     && useradd --system --uid 10001 --create-home --home-dir /var/lib/creamfl creamfl \
     && mkdir -p /var/lib/creamfl/artifacts /var/lib/creamfl/runs /var/lib/creamfl/handoff \
     && chown -R creamfl /var/lib/creamfl

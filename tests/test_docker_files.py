@@ -1,12 +1,15 @@
 """The docker/ files, checked without a Docker engine.
 
 No image is built here. What can be checked is: the compose file parses and builds from Dockerfiles
-that exist; every file the Dockerfiles copy exists; every command they run is a console script of
-this package whose subcommand answers --help; every CREAMFL_* variable they set is a real setting;
-and the commands themselves work when run directly: the compose's coordinator command line migrates
-and serves (on SQLite and on a fresh PostgreSQL database) until /readyz answers and the image's
-HEALTHCHECK passes, its worker command runs, and the demo's and the agents' command lines parse into
-valid settings for the same clients.
+that exist; each Dockerfile builds the package's wheel in a first stage and installs only that wheel,
+with its role's extras, in the image (no source tree, no editable install); the wheel, built as that
+stage builds it, holds the migrations and the dashboard's files, and its agent extra brings no server
+stack (tests/test_wheel_install.py installs a wheel and runs it); every command the files run is a
+console script of this package whose subcommand answers --help; every CREAMFL_* variable they set is
+a real setting; and the commands themselves work when run directly: the compose's coordinator command
+line migrates and serves (on SQLite and on a fresh PostgreSQL database) until /readyz answers and the
+image's HEALTHCHECK passes, its worker command runs, and the demo's and the agents' command lines
+parse into valid settings for the same clients.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +34,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
+import creamfl
 from client_agent.cli import build_parser as agent_parser
 from client_agent.data import parse_data_spec, parse_model_spec
 from client_agent.settings import AgentSettings, load_settings
@@ -43,6 +50,10 @@ DOCKER = ROOT / "docker"
 BIN = Path(sys.executable).parent
 DOCKERFILES = ("coordinator.Dockerfile", "agent.Dockerfile")
 SERVICES = {"postgres", "coordinator", "worker", "demo", "agent-image", "agent-text", "agent-multimodal"}
+# What each image installs the wheel with: the coordinator image also runs the demo driver, which needs httpx.
+EXTRAS = {"coordinator.Dockerfile": {"coordinator", "agent"}, "agent.Dockerfile": {"agent"}}
+# `pip install "$(ls DIR/creamfl-*.whl)[EXTRA,...]"`: the extras the wheel is installed with.
+WHEEL_INSTALL = re.compile(r"creamfl-\*\.whl\)?\[([\w,]+)\]")
 
 
 # --- reading the files ----------------------------------------------------------------------------
@@ -71,6 +82,22 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
         lines.append(current + stripped)
         current = ""
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def stages(dockerfile: str) -> list[list[tuple[str, str]]]:
+    """Each stage's instructions, from its FROM on (the ARGs before the first FROM belong to none)."""
+    found: list[list[tuple[str, str]]] = []
+    for instruction, arguments in instructions(dockerfile):
+        if instruction == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((instruction, arguments))
+    return found
+
+
+def dockerignore(dockerfile: str) -> list[str]:
+    lines = (DOCKER / f"{dockerfile}.dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def expand(value: str) -> str:
@@ -140,46 +167,119 @@ def test_compose_services_build_from_dockerfiles_that_exist() -> None:
         assert dockerfile.name == expected, f"{name} builds {dockerfile.name}"
 
 
-def test_dockerfiles_copy_only_what_exists() -> None:
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_builds_a_wheel_and_the_image_installs_only_it(dockerfile: str) -> None:
     # Prepare
-    copies = [
-        (f, arguments) for f in DOCKERFILES for instruction, arguments in instructions(f) if instruction == "COPY"
+    build, runtime = stages(dockerfile)
+
+    # Execute
+    build_sources = [
+        source for instruction, arguments in build if instruction == "COPY" for source in arguments.split()[:-1]
     ]
+    build_runs = [arguments for instruction, arguments in build if instruction == "RUN"]
+    runtime_copies = [arguments for instruction, arguments in runtime if instruction in ("COPY", "ADD")]
+    installs = [arguments for instruction, arguments in runtime if instruction == "RUN" and "pip install" in arguments]
+    extras = [set(found.split(",")) for line in installs for found in WHEEL_INSTALL.findall(line)]
 
-    # Execute
-    sources = [(f, source) for f, arguments in copies for source in arguments.split()[:-1]]
-
-    # Assert
-    assert len(sources) >= 8
-    for dockerfile, source in sources:
+    # Assert: the build stage copies what exists and builds the wheel; the image gets the wheel, not the source
+    assert build[0][1].endswith(" AS build")
+    for source in build_sources:
         assert (ROOT / source).exists(), f"{dockerfile} copies {source}, which is not in the repository"
-    coordinator = {source for f, source in sources if f == "coordinator.Dockerfile"}
-    agent = {source for f, source in sources if f == "agent.Dockerfile"}
-    assert "migrations" in coordinator, "`creamfl-coordinator migrate` needs migrations/"
-    assert "coordinator_service" not in agent, "the agent image holds the agent, not the coordinator"
-    for dockerfile in DOCKERFILES:  # BuildKit's per-Dockerfile ignore file keeps the virtualenv out of the context
-        ignored = (DOCKER / f"{dockerfile}.dockerignore").read_text().split()
-        assert {".venv", ".git", "**/__pycache__"} <= set(ignored)
+    assert build_runs == ["pip wheel --no-deps -w /dist ."]
+    assert runtime_copies and all(copy.startswith("--from=build /dist ") for copy in runtime_copies)
+    assert extras == [EXTRAS[dockerfile]]
+    assert not any(" -e " in line or "--editable" in line for line in installs)
+    # BuildKit's per-Dockerfile ignore file keeps the virtualenv and local build outputs out of the context
+    assert {".venv", ".git", "**/__pycache__", "build", "dist", "*.egg-info"} <= set(dockerignore(dockerfile))
 
 
-def test_dockerfiles_bases_and_installs() -> None:
+def test_dockerfiles_bases_and_torch() -> None:
     # Prepare
-    coordinator = instructions("coordinator.Dockerfile")
-    agent = instructions("agent.Dockerfile")
+    coordinator = stages("coordinator.Dockerfile")[-1]
+    agent = stages("agent.Dockerfile")[-1]
 
     # Execute
-    coordinator_base = next(a for i, a in coordinator if i == "ARG" and a.startswith("BASE_IMAGE="))
-    coordinator_pip = " ".join(a for i, a in coordinator if i == "RUN" and "pip install" in a)
-    agent_base = next(a for i, a in agent if i == "ARG" and a.startswith("PYTHON_IMAGE="))
+    coordinator_base = next(a for i, a in instructions("coordinator.Dockerfile") if i == "ARG" and "BASE_IMAGE=" in a)
+    coordinator_pip = [a for i, a in coordinator if i == "RUN" and "pip install" in a]
+    agent_base = next(a for i, a in instructions("agent.Dockerfile") if i == "ARG" and a.startswith("PYTHON_IMAGE="))
     agent_pip = [a for i, a in agent if i == "RUN" and "pip install" in a]
 
-    # Assert: a CUDA torch base; a slim Python with CPU torch, the agent extra only, wheels only
+    # Assert: a CUDA torch base whose torch is kept; a slim Python with CPU torch installed before the wheel,
+    # so the wheel's torch requirement is met and no CUDA build is pulled; the agent's installs take wheels only
     assert "pytorch/pytorch" in coordinator_base and "cuda" in coordinator_base
-    assert '".[coordinator,agent]"' in coordinator_pip
+    assert coordinator[0] == ("FROM", "${BASE_IMAGE}")
+    assert len(coordinator_pip) == 1 and "torch" not in coordinator_pip[0]
     assert agent_base.endswith("-slim")
+    assert agent[0] == ("FROM", "${PYTHON_IMAGE}")
     assert "download.pytorch.org/whl/cpu" in agent_pip[0] and "torch==" in agent_pip[0]
-    assert '".[agent]"' in agent_pip[1]
+    assert WHEEL_INSTALL.search(agent_pip[1])
     assert all("--only-binary=:all:" in line for line in agent_pip)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel as the images' build stage builds it: a context holding only what the stage copies (less
+    what the ignore file drops), then the stage's RUN line, with this interpreter's pip."""
+    build = stages("coordinator.Dockerfile")[0]
+    assert stages("agent.Dockerfile")[0][1:] == build[1:], "both images must install the same wheel"
+    root = tmp_path_factory.mktemp("image-build")
+    context, dist = root / "src", root / "dist"
+    context.mkdir()
+    ignore = shutil.ignore_patterns(
+        *(p.removeprefix("**/") for p in dockerignore("coordinator.Dockerfile") if p.startswith("**/"))
+    )
+    for instruction, arguments in build:
+        if instruction == "COPY":
+            *sources, target = arguments.split()
+            for source in sources:
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, context / target, ignore=ignore)
+                else:
+                    shutil.copy2(ROOT / source, context / target)
+        elif instruction == "RUN":
+            argv = [str(dist) if arg == "/dist" else arg for arg in shlex.split(arguments)]
+            assert argv[0] == "pip"
+            built = subprocess.run([sys.executable, "-m", *argv], cwd=context, capture_output=True, text=True)
+            assert built.returncode == 0, built.stdout + built.stderr
+    (found,) = dist.glob("*.whl")
+    return found
+
+
+def test_the_wheel_holds_the_migrations_and_the_dashboard_and_no_tests(wheel: Path) -> None:
+    # Prepare: every file the coordinator reads from its package at run time
+    folders = ("migrations", "dashboard/templates", "dashboard/static")
+    needed = {
+        path.relative_to(ROOT).as_posix()
+        for folder in folders
+        for path in (ROOT / "coordinator_service" / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+    # Execute
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+
+    # Assert
+    assert wheel.name.startswith(f"creamfl-{creamfl.__version__}-")
+    assert "coordinator_service/migrations/env.py" in needed
+    assert any(name.startswith("coordinator_service/migrations/versions/") for name in needed)
+    assert sorted(needed - names) == []
+    assert not any(name.startswith(("tests/", "migrations/", "bench/", "docker/")) for name in names)
+
+
+def test_the_agent_image_installs_no_server_stack(wheel: Path) -> None:
+    # Prepare
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        lines = archive.read(metadata).decode().splitlines()
+    requirements = [Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")]
+
+    # Execute: what `pip install creamfl-*.whl[agent]` brings in
+    installed = {r.name.lower() for r in requirements if r.marker is None or r.marker.evaluate({"extra": "agent"})}
+
+    # Assert
+    assert {"torch", "httpx", "pydantic-settings"} <= installed
+    assert installed.isdisjoint({"transformers", "fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg"})
 
 
 def test_every_command_is_a_console_script_whose_subcommand_answers_help() -> None:
