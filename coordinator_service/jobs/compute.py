@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from coordinator_service.artifacts import ArtifactStore
-from coordinator_service.jobs.results import Aggregated, Evaluated, JobOutput, Published, Trained
+from coordinator_service.jobs.results import AggregateResult, EvaluateResult, JobOutput, PublishResult, TrainResult
 from coordinator_service.round_config import round_config
 from creamfl import rounds
 from creamfl.checkpoint import load_training_state, save_training_state
@@ -51,7 +51,7 @@ class JobInput:
     uploads: list[UploadRef] = field(default_factory=list)
 
     @property
-    def rounds_config(self) -> RoundConfig:
+    def engine_config(self) -> RoundConfig:
         return round_config(self.config)
 
 
@@ -83,14 +83,14 @@ class JobRunner:
 
     def publish(self, job: JobInput) -> JobOutput:
         """Steps 1-2: the server's retrieval pass, then its representations of the round's subset."""
-        config, written = job.rounds_config, dict[str, str]()
+        config, written = job.engine_config, dict[str, str]()
         server = self._server(config, job.start_checkpoint)
         subset = torch.tensor(job.subset, dtype=torch.long)  # [n]
         published = rounds.publish(server, self._data(job), config, job.round_number, subset, device=self.device)
         global_reps = {m: self._put(body, "global", written) for m, body in published.global_reps.payloads.items()}
         checkpoint = self._put(save_training_state(server.model, server.optimizer), "checkpoint", written)
         stats = published.stats
-        return JobOutput(Published(checkpoint, global_reps, stats.retrieval_loss, stats.seconds), written)
+        return JobOutput(PublishResult(checkpoint, global_reps, stats.retrieval_loss, stats.seconds), written)
 
     def aggregate(self, job: JobInput) -> JobOutput:
         """Step 6: the global-local cross-modal ensemble (or the mean) per modality, clients by name."""
@@ -99,7 +99,7 @@ class JobRunner:
         for ref in job.uploads:
             (rep,) = rounds.decode_wire({ref.modality: self.store.read(ref.sha256)}).values()  # [n, d]
             uploads.setdefault(ref.modality, []).append((ref.client_name, rep))
-        aggregated = rounds.aggregate(uploads, self._reps(job.global_reps), job.rounds_config)
+        aggregated = rounds.aggregate(uploads, self._reps(job.global_reps), job.engine_config)
         written: dict[str, str] = {}
         targets = {
             m: self._put(encode_payload({m: target}, dtype="float32"), "aggregate", written)
@@ -110,24 +110,24 @@ class JobRunner:
             m: replace(stats, clients=tuple(ids[name] for name in stats.clients))
             for m, stats in aggregated.weights.items()
         }
-        return JobOutput(Aggregated(targets, weights), written)
+        return JobOutput(AggregateResult(targets, weights), written)
 
     def train(self, job: JobInput) -> JobOutput:
         """Step 7: distil the aggregates into the server (joint: with the retrieval loss; separate: alone)."""
-        config, written = job.rounds_config, dict[str, str]()
+        config, written = job.engine_config, dict[str, str]()
         server = self._server(config, job.checkpoint_published)
         subset = torch.tensor(job.subset, dtype=torch.long)  # [n]
         targets = self._reps(job.aggregates or {})
         stats = rounds.distil(server, self._data(job), config, job.round_number, subset, targets, device=self.device)
         checkpoint = self._put(save_training_state(server.model, server.optimizer), "checkpoint", written)
         if stats is None:
-            return JobOutput(Trained(checkpoint), written)
-        return JobOutput(Trained(checkpoint, stats.distillation_loss, stats.seconds), written)
+            return JobOutput(TrainResult(checkpoint), written)
+        return JobOutput(TrainResult(checkpoint, stats.distillation_loss, stats.seconds), written)
 
     def evaluate(self, job: JobInput) -> JobOutput:
         """Step 8: retrieval on the held-out set."""
-        server = self._server(job.rounds_config, job.checkpoint_trained)
-        return JobOutput(Evaluated(rounds.evaluate(server, self._data(job).evaluation, device=self.device)))
+        server = self._server(job.engine_config, job.checkpoint_trained)
+        return JobOutput(EvaluateResult(rounds.evaluate(server, self._data(job).evaluation, device=self.device)))
 
     def _server(self, config: RoundConfig, checkpoint: str | None) -> Server:
         server = rounds.new_server(config, device=self.device)

@@ -13,7 +13,7 @@ from shared_schemas.vocabulary import Modality
 
 
 @dataclass(frozen=True)
-class Published:
+class PublishResult:
     """Steps 1-2: the server after its retrieval pass, and its global representations (sha256 each)."""
 
     checkpoint: str
@@ -30,7 +30,7 @@ class Published:
 
 
 @dataclass(frozen=True)
-class Aggregated:
+class AggregateResult:
     """Step 6: the targets (sha256 per modality) and the ensemble weights, clients named by id."""
 
     aggregates: dict[Modality, str]
@@ -41,7 +41,7 @@ class Aggregated:
 
 
 @dataclass(frozen=True)
-class Trained:
+class TrainResult:
     """Step 7: the distilled server; no statistics when the schedule ran no second pass."""
 
     checkpoint: str
@@ -58,7 +58,7 @@ class Trained:
 
 
 @dataclass(frozen=True)
-class Evaluated:
+class EvaluateResult:
     """Step 8: retrieval on the held-out set."""
 
     metrics: RetrievalMetrics
@@ -67,7 +67,7 @@ class Evaluated:
         return {"metrics": self.metrics.as_dict()}
 
 
-JobResult = Published | Aggregated | Trained | Evaluated
+JobResult = PublishResult | AggregateResult | TrainResult | EvaluateResult
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ HTTP to the ASGI app, the worker running the jobs) computes what the simulator c
 
 Same built-in data, 2 rounds, 3 clients of different modalities. Both paths call the same engine
 steps on the same inputs, in float16 payloads both ways, with every random stream derived from
-(seed, round, purpose), and one torch thread (the coordinator's settings pin it for this
-process). So the tolerance is exact: any difference means one path computes something else.
+(seed, round, purpose), and one torch thread everywhere (the coordinator's settings pin it for
+the threads it starts, the agents' for theirs, and the test for the simulator's). So the
+tolerance is exact: any difference means one path computes something else.
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def run_services(app_client: TestClient, tmp_path: Path) -> dict[int, dict[str, 
 
 @pytest.mark.timeout(900)
 def test_the_services_compute_what_the_simulator_computes(app_client: TestClient, tmp_path: Path) -> None:
-    # Prepare: the coordinator's settings (FAST: threads=1) pinned torch to one thread for this process
-    assert torch.get_num_threads() == 1
+    # Prepare: the simulator runs in this thread, which set its thread count before the app pinned it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
 
     # Execute
-    services = run_services(app_client, tmp_path)
-    simulation = run_simulation(SCENARIO)
+    try:
+        services = run_services(app_client, tmp_path)
+        simulation = run_simulation(SCENARIO)
+    finally:
+        torch.set_num_threads(threads)
 
     # Assert: every round's metrics, and every client's mean ensemble weight per modality
     for round_result in simulation.rounds:
