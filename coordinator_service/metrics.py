@@ -10,7 +10,7 @@ HTTP_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-UPLOADS = Counter("creamfl_uploads_total", "accepted uploads", ["modality", "outcome"])
+UPLOADS = Counter("creamfl_uploads_total", "uploads by outcome: created, repeat, disconnected", ["modality", "outcome"])
 UPLOAD_BYTES = Counter("creamfl_upload_bytes_total", "bytes of accepted uploads")
 DOWNLOAD_BYTES = Counter("creamfl_download_bytes_total", "bytes of global representations served (full downloads)")
 JOB_SECONDS = Histogram(

@@ -12,6 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from coordinator_service import repositories as repo
 from coordinator_service.api.deps import (
@@ -192,7 +193,11 @@ async def upload(
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return _upload_public(existing, number)
-    staged = await upload_service.receive_body(request.stream(), services.store, max_bytes=limit)
+    try:
+        staged = await upload_service.receive_body(request.stream(), services.store, max_bytes=limit)
+    except ClientDisconnect:  # nothing was stored: the staged bytes are discarded
+        UPLOADS.labels(modality=modality, outcome="disconnected").inc()
+        raise
     with staged:  # discarded unless committed: refused, or a repeat
         if staged.sha256 != declared:
             raise Invalid("the body's sha256 does not match Content-SHA256", declared=declared, actual=staged.sha256)
