@@ -15,7 +15,8 @@ from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.partition import dirichlet_partition
 from creamfl.data.scenes import CLASS_NAMES, Scenes
 from creamfl.models import ClientModel
-from creamfl.rounds import ServerData, builtin_server_data, client_stream, client_tokenizer, new_client_model
+from creamfl.rounds import ServerData, client_stream, client_tokenizer, new_client_model
+from creamfl.rounds.server import server_data
 from creamfl.sim_config import SimulationConfig
 from creamfl.text import Tokenizer, WordTokenizer
 from creamfl.training import TaskData
@@ -32,8 +33,9 @@ class SimulatedClient:
     public_token_ids: torch.Tensor  # [N_public, L] with this client's tokenizer
 
 
-def build_data(config: SimulationConfig, server_tokenizer: Tokenizer) -> ServerData:
-    return builtin_server_data(_spec(config), server_tokenizer)
+def build_data(config: SimulationConfig, server_tokenizer: Tokenizer, public: Scenes) -> ServerData:
+    """The server's data: ``public`` (the clients hold the same split) and the test split."""
+    return server_data(public, builtin_split(_spec(config), "test"), server_tokenizer)
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,9 @@ def run_simulation(
     device = torch.device(config.device)
     round_config = config.round_config()
     server = rounds.new_server(round_config, device=device)
-    data = build_data(config, server.tokenizer)
-    clients = build_clients(config, public_scenes(config)) if config.federated else []
+    public = public_scenes(config)  # generated once: the server's pairs and the clients' captions
+    data = build_data(config, server.tokenizer, public)
+    clients = build_clients(config, public) if config.federated else []
     if config.strategy == "centralized":
         data = rounds.ServerData(centralized_pairs(config, data, server.tokenizer), data.evaluation)
     results = []

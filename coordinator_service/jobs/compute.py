@@ -97,7 +97,7 @@ class JobRunner:
         assert job.global_reps is not None
         uploads: dict[Modality, list[tuple[str, torch.Tensor]]] = {}
         for ref in job.uploads:
-            (rep,) = rounds.decode_wire({ref.modality: self.store.read(ref.sha256)}).values()  # [n, d]
+            rep = self._reps({ref.modality: ref.sha256})[ref.modality]  # [n, d]
             uploads.setdefault(ref.modality, []).append((ref.client_name, rep))
         aggregated = rounds.aggregate(uploads, self._reps(job.global_reps), job.engine_config)
         written: dict[str, str] = {}

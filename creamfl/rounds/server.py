@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from creamfl.data.builtin import BuiltinSpec, builtin_split
-from creamfl.data.scenes import vocabulary
+from creamfl.data.scenes import Scenes, vocabulary
 from creamfl.models import BertTextConfig, ClientModel, ResNetConfig, ServerConfig, ServerModel, build_client_model
 from creamfl.rounds.config import RoundConfig
 from creamfl.rounds.seeds import seeded_global_rng
@@ -82,7 +82,11 @@ def new_client_model(
 
 def builtin_server_data(spec: BuiltinSpec, tokenizer: Tokenizer) -> ServerData:
     """The public pairs and the test split of the built-in dataset, tokenised for the server."""
-    public, test = builtin_split(spec, "public"), builtin_split(spec, "test")
+    return server_data(builtin_split(spec, "public"), builtin_split(spec, "test"), tokenizer)
+
+
+def server_data(public: Scenes, test: Scenes, tokenizer: Tokenizer) -> ServerData:
+    """The public pairs and the evaluation set from their scenes, tokenised for the server."""
     # Each public item is one (image, caption) pair: its first caption. Distinct images, so no item
     # is a false negative of another in the contrastive terms.
     test_pairs = test.pairs()
