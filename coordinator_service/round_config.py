@@ -17,7 +17,7 @@ def round_config(config: FederationCreate) -> RoundConfig:
     return RoundConfig(
         seed=config.seed,
         embed_dim=config.embed_dim,
-        public_size=config.public_set.size,
+        public_size=config.public_size,
         subset_size=config.subset_size,
         clients_per_round=config.clients_per_round,
         aggregation=config.strategy,

@@ -33,13 +33,14 @@ class WordTokenizer:
         self.max_length = max_length
         words = [w for w in dict.fromkeys(vocabulary) if w not in self.SPECIALS]
         self._ids = {w: i for i, w in enumerate((*self.SPECIALS, *words))}
-        self.pad_id, self._unk, self._cls, self._sep = 0, 1, 2, 3
+        self.pad_id, self.unk_id, self._cls, self._sep = 0, 1, 2, 3
+        self.boundary_ids = (self._cls, self._sep)
         self.vocab_size = len(self._ids)
 
     def encode(self, texts: Sequence[str]) -> Tensor:
         ids = torch.full((len(texts), self.max_length), self.pad_id, dtype=torch.long)
         for row, text in enumerate(texts):
-            words = [self._ids.get(w, self._unk) for w in _WORD.findall(text.lower())][: self.max_length - 2]
+            words = [self._ids.get(w, self.unk_id) for w in _WORD.findall(text.lower())][: self.max_length - 2]
             tokens = [self._cls, *words, self._sep]
             ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared_schemas.vocabulary import AggregationStrategy, PayloadDtype, ServerSchedule, TextEncoder
+from shared_schemas.datasets import SHA256_PATTERN
+from shared_schemas.vocabulary import TOKENIZER_PATTERN, AggregationStrategy, PayloadDtype, ServerSchedule, TextEncoder
 
 FederationState = Literal["created", "running", "paused", "stopped", "completed", "failed"]
 
@@ -25,6 +26,28 @@ class PublicSetSpec(_Strict):
     size: int = Field(300, ge=2, le=1_000_000, description="public image-caption pairs")
     test_size: int = Field(300, ge=2, le=100_000, description="held-out pairs for evaluation")
     image_size: int = Field(32, ge=16, le=256)
+
+
+DATASET_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+
+
+class DatasetPublicSet(_Strict):
+    """A registered dataset as the public set. ``size`` and ``sha256`` are filled in by the
+    coordinator at creation; given, they pin the dataset's content (a mismatch is refused)."""
+
+    kind: Literal["dataset"] = "dataset"
+    dataset: str = Field(pattern=DATASET_ID_PATTERN)
+    image_size: int = Field(32, ge=16, le=256, description="images are resized to this side")
+    size: int | None = Field(None, ge=2, description="items; filled in by the coordinator")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="filled in by the coordinator")
+
+
+class EvaluationSetSpec(_Strict):
+    """A registered dataset the server is scored on every round; it never leaves the coordinator."""
+
+    dataset: str = Field(pattern=DATASET_ID_PATTERN)
+    size: int | None = Field(None, ge=2, description="items; filled in by the coordinator")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="filled in by the coordinator")
 
 
 class ServerSpec(_Strict):
@@ -58,7 +81,15 @@ class FederationCreate(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     embed_dim: int = Field(128, ge=8, le=4096)
-    public_set: PublicSetSpec = PublicSetSpec()
+    public_set: PublicSetSpec | DatasetPublicSet = PublicSetSpec()
+    evaluation_set: EvaluationSetSpec | None = Field(
+        None, description="a registered dataset; default: the built-in public set's test split"
+    )
+    tokenizer: str = Field(
+        "builtin-words",
+        pattern=TOKENIZER_PATTERN,
+        description="client tokenizer: builtin-words (built-in data only), wordpiece-minilm, or trained:V",
+    )
     public_subset_size: int | None = Field(None, ge=2, description="public pairs per round; default: all")
     rounds: int = Field(3, ge=1, le=10_000)
     clients_per_round: int = Field(6, ge=1, le=10_000)
@@ -77,13 +108,32 @@ class FederationCreate(_Strict):
     def _consistent(self) -> FederationCreate:
         if self.min_clients > self.clients_per_round:
             raise ValueError("min_clients cannot exceed clients_per_round")
-        if self.public_subset_size is not None and self.public_subset_size > self.public_set.size:
+        size = self.public_set.size
+        if self.public_subset_size is not None and size is not None and self.public_subset_size > size:
             raise ValueError("public_subset_size cannot exceed public_set.size")
+        if isinstance(self.public_set, DatasetPublicSet):
+            if self.evaluation_set is None:
+                raise ValueError("a federation on a registered public set names its evaluation_set (a dataset)")
+            if self.tokenizer == "builtin-words":
+                raise ValueError(
+                    "the builtin-words tokenizer knows only the built-in captions: choose wordpiece-minilm or trained:V"
+                )
         return self
 
     @property
+    def public_size(self) -> int:
+        """The public set's item count (a registered dataset's once the coordinator resolved it)."""
+        if self.public_set.size is None:
+            raise ValueError("the public set's size is not resolved yet")
+        return self.public_set.size
+
+    @property
+    def image_size(self) -> int:
+        return self.public_set.image_size
+
+    @property
     def subset_size(self) -> int:
-        return self.public_subset_size or self.public_set.size
+        return self.public_subset_size or self.public_size
 
 
 class FederationPublic(BaseModel):

@@ -13,3 +13,8 @@ AggregationStrategy = Literal["creamfl", "mean"]
 PayloadDtype = Literal["float16", "float32", "int8"]
 ServerSchedule = Literal["joint", "separate"]
 TextEncoder = Literal["scratch", "minilm"]
+DatasetState = Literal["registering", "ready", "failed"]
+
+# The federation's client tokenizer (creamfl.tokenizers): the built-in words, the bundled MiniLM
+# WordPiece vocabulary, or a WordPiece vocabulary of V tokens trained on the public captions.
+TOKENIZER_PATTERN = r"^(builtin-words|wordpiece-minilm|trained:[1-9][0-9]*)$"

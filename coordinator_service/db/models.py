@@ -38,6 +38,32 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
 
+class Dataset(Base):
+    """A registered image-caption dataset: its shards live in the artifact store.
+
+    Registration runs as a leased background task (the row is its own job): ``items`` and ``bytes``
+    show its progress; ``shards`` and ``sha256`` are set, with ``state`` ready, in one transaction
+    at the end, so a failed or killed registration leaves nothing referenced behind.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    items: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    shards: Mapped[list[Any] | None]  # [{"sha256", "size", "items"}], in order, once ready
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Federation(Base):
     __tablename__ = "federations"
 
@@ -52,6 +78,11 @@ class Federation(Base):
     best_checkpoint: Mapped[str | None] = mapped_column(String(64))
     best_rsum: Mapped[float | None] = mapped_column(Float)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # The datasets it uses (a dataset in use cannot be deleted) and its client tokenizer's JSON
+    # artifact (None: the built-in words).
+    public_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), index=True)
+    evaluation_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), index=True)
+    tokenizer_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,189 @@
+"""Dataset shards: a bounded run of image-caption items in one content-addressed safetensors file.
+
+A registered dataset is a sequence of shards (DESIGN.md section 3). A shard holds each item's
+original image bytes (never re-encoded), its captions and its id:
+
+- tensor ``image_bytes`` uint8 ``[total]``: the items' encoded images, one after another;
+- tensor ``offsets`` int64 ``[k + 1]``: item ``i``'s bytes are ``image_bytes[offsets[i]:offsets[i + 1]]``;
+- metadata ``index``: one JSON string ``{"format", "ids", "captions"}`` (one key, so the bytes do
+  not depend on how a map is ordered: the same items always make the same shard and the same hash).
+
+A shard opened from a file is memory-mapped and reads one item's bytes at a time, so whoever walks a
+dataset holds one shard's index and one image in memory, not the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+SHARD_FORMAT = "creamfl-pairs/1"
+MAX_SHARD_ITEMS = 1000
+MAX_SHARD_BYTES = 64 * 2**20
+# A shard's index is JSON in the safetensors header; its reader refuses headers above this.
+MAX_INDEX_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One image-caption item as registered: its id, the image file's bytes, its captions."""
+
+    id: str
+    image: bytes
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    ids: tuple[str, ...]
+    captions: tuple[tuple[str, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_shard(items: Sequence[PairItem]) -> bytes:
+    """The shard file of ``items``, in their order (deterministic: same items, same bytes)."""
+    if not items:
+        raise ValueError("a shard holds at least one item")
+    sizes = [len(item.image) for item in items]
+    offsets = torch.tensor([0, *np.cumsum(sizes).tolist()], dtype=torch.int64)  # [k + 1]
+    image_bytes = torch.frombuffer(bytearray(b"".join(item.image for item in items)), dtype=torch.uint8)  # [total]
+    index = {"format": SHARD_FORMAT, "ids": [i.id for i in items], "captions": [list(i.captions) for i in items]}
+    return st_save(
+        {"image_bytes": image_bytes, "offsets": offsets},
+        metadata={"index": json.dumps(index, ensure_ascii=False, separators=(",", ":"))},
+    )
+
+
+def pack(
+    items: Iterable[PairItem], *, max_items: int = MAX_SHARD_ITEMS, max_bytes: int = MAX_SHARD_BYTES
+) -> Iterator[list[PairItem]]:
+    """Consecutive groups of ``items``, each at most ``max_items`` long and ``max_bytes`` of images
+    (an image larger than ``max_bytes`` alone makes a shard)."""
+    group: list[PairItem] = []
+    size = 0
+    for item in items:
+        if group and (len(group) >= max_items or size + len(item.image) > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += len(item.image)
+    if group:
+        yield group
+
+
+def dataset_sha256(shard_hashes: Sequence[str]) -> str:
+    """A dataset's identity: the hash of its shards' hashes, in order."""
+    overall = hashlib.sha256()
+    for sha in shard_hashes:
+        overall.update(bytes.fromhex(sha))
+    return overall.hexdigest()
+
+
+class Shard:
+    """A shard's index and its items' image bytes, from a file (memory-mapped) or from bytes."""
+
+    def __init__(self, index: ShardIndex, offsets: Tensor, image_bytes: Any) -> None:
+        self.index = index
+        self._offsets = offsets.tolist()
+        self._image_bytes = image_bytes  # a uint8 tensor, or a lazily sliced safetensors view
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Shard:
+        try:
+            tensors = st_load(data)
+            metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        except Exception as exc:  # safetensors raises its own error types for a malformed header
+            raise ValueError(f"not a dataset shard: {exc}") from exc
+        return cls._checked(metadata, tensors.get("offsets"), tensors.get("image_bytes"))
+
+    @classmethod
+    def open(cls, path: Path) -> Shard:
+        try:
+            with path.open("rb") as f:
+                header_length = int.from_bytes(f.read(8), "little")
+            if header_length > MAX_INDEX_BYTES:
+                raise ValueError(f"header of {header_length} bytes")
+            handle = safe_open(str(path), framework="pt")
+            metadata = handle.metadata() or {}
+            offsets = handle.get_tensor("offsets")
+            image_bytes = handle.get_slice("image_bytes")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a dataset shard: {exc}") from exc
+        return cls._checked(metadata, offsets, image_bytes)
+
+    @classmethod
+    def _checked(cls, metadata: dict[str, str], offsets: Tensor | None, image_bytes: Any) -> Shard:
+        try:
+            index = json.loads(metadata["index"])
+            if index.get("format") != SHARD_FORMAT:
+                raise ValueError(f"format {index.get('format')!r}, expected {SHARD_FORMAT!r}")
+            ids = tuple(str(i) for i in index["ids"])
+            captions = tuple(tuple(str(c) for c in item) for item in index["captions"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a dataset shard: bad index ({exc})") from exc
+        if offsets is None or image_bytes is None or offsets.shape != (len(ids) + 1,) or len(captions) != len(ids):
+            raise ValueError("not a dataset shard: its offsets, ids and captions disagree")
+        return cls(ShardIndex(ids, captions), offsets, image_bytes)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def image_bytes(self, item: int) -> bytes:
+        start, end = self._offsets[item], self._offsets[item + 1]
+        return bytes(self._image_bytes[start:end].numpy().tobytes())
+
+    def image(self, item: int, size: int) -> Tensor:
+        """Item ``item``'s image decoded: uint8 ``[3, size, size]``."""
+        return decode_image(self.image_bytes(item), size, name=self.index.ids[item])
+
+
+def decode_image(data: bytes, size: int, *, name: str) -> Tensor:
+    """Encoded image bytes as RGB uint8 ``[3, size, size]`` (bilinear); ValueError names the item."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode the image of item {name!r}: {exc}") from exc
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class ShardedImages:
+    """The images of a run of shards as an image source (``[B, 3, size, size]`` uint8 per index
+    batch), decoded on demand: memory holds the shards' offsets, never their pixels."""
+
+    def __init__(self, shards: Sequence[Shard], size: int) -> None:
+        self.shards = list(shards)
+        self.size = size
+        counts = torch.tensor([len(s) for s in self.shards], dtype=torch.long)
+        self._starts = torch.cumsum(counts, 0) - counts  # [S] first global row of each shard
+        self._total = int(counts.sum())
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        rows = index.reshape(-1)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self._total):
+            raise IndexError(f"image rows must lie in [0, {self._total})")
+        shard_of = torch.searchsorted(self._starts, rows, right=True) - 1  # [B]
+        return torch.stack(
+            [
+                self.shards[s].image(int(row - self._starts[s]), self.size)
+                for s, row in zip(shard_of.tolist(), rows.tolist(), strict=True)
+            ]
+        )
