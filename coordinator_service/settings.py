@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -28,7 +31,20 @@ class Settings(BaseSettings):
     job_hold_s: float = Field(
         0.0, ge=0, description="fault injection for crash tests: hold each finished job this long before committing"
     )
+    dataset_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="folders a dataset source may be read from (JSON list, or paths separated by the OS "
+        "path separator); empty: registering datasets is refused",
+    )
     threads: int | None = Field(None, ge=1, description="torch threads for jobs (default: torch's)")
+
+    @field_validator("dataset_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p for p in text.split(os.pathsep) if p]
+        return value
 
     @property
     def resolved_database_url(self) -> str:
