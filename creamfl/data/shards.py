@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,14 +128,8 @@ class Shard:
 
     @classmethod
     def _checked(cls, metadata: dict[str, str], offsets: Tensor | None, image_bytes: Any) -> Shard:
-        try:
-            index = json.loads(metadata["index"])
-            if index.get("format") != SHARD_FORMAT:
-                raise ValueError(f"format {index.get('format')!r}, expected {SHARD_FORMAT!r}")
-            ids = tuple(str(i) for i in index["ids"])
-            captions = tuple(tuple(str(c) for c in item) for item in index["captions"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a dataset shard: bad index ({exc})") from exc
+        index = _parse_index(metadata)
+        ids, captions = index.ids, index.captions
         if offsets is None or image_bytes is None or offsets.shape != (len(ids) + 1,) or len(captions) != len(ids):
             raise ValueError("not a dataset shard: its offsets, ids and captions disagree")
         return cls(ShardIndex(ids, captions), offsets, image_bytes)
@@ -150,6 +144,31 @@ class Shard:
     def image(self, item: int, size: int) -> Tensor:
         """Item ``item``'s image decoded: uint8 ``[3, size, size]``."""
         return decode_image(self.image_bytes(item), size, name=self.index.ids[item])
+
+
+def read_index(read: Callable[[int, int], bytes]) -> ShardIndex:
+    """A shard's ids and captions from its header alone: ``read(start, length)`` returns its bytes
+    ``start .. start + length - 1`` (a range of a stored artifact), so no image is read."""
+    header_length = int.from_bytes(read(0, 8), "little")
+    if not 0 < header_length <= MAX_INDEX_BYTES:
+        raise ValueError(f"not a dataset shard: header of {header_length} bytes")
+    try:
+        metadata = json.loads(read(8, header_length)).get("__metadata__") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"not a dataset shard: {exc}") from exc
+    return _parse_index(metadata)
+
+
+def _parse_index(metadata: dict[str, str]) -> ShardIndex:
+    try:
+        index = json.loads(metadata["index"])
+        if index.get("format") != SHARD_FORMAT:
+            raise ValueError(f"format {index.get('format')!r}, expected {SHARD_FORMAT!r}")
+        ids = tuple(str(i) for i in index["ids"])
+        captions = tuple(tuple(str(c) for c in item) for item in index["captions"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a dataset shard: bad index ({exc})") from exc
+    return ShardIndex(ids, captions)
 
 
 def decode_image(data: bytes, size: int, *, name: str) -> Tensor:

@@ -17,6 +17,7 @@ from creamfl.rounds.server import (
     client_tokenizer,
     new_client_model,
     new_server,
+    pairs_server_data,
     server_tokenizer,
 )
 from creamfl.rounds.steps import (
@@ -54,6 +55,7 @@ __all__ = [
     "local_round",
     "new_client_model",
     "new_server",
+    "pairs_server_data",
     "public_subset",
     "publish",
     "select_clients",

@@ -8,6 +8,7 @@ import torch
 
 from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.scenes import Scenes, vocabulary
+from creamfl.data.types import ImageSource, ImageTextPairs
 from creamfl.models import BertTextConfig, ClientModel, ResNetConfig, ServerConfig, ServerModel, build_client_model
 from creamfl.rounds.config import RoundConfig
 from creamfl.rounds.seeds import seeded_global_rng
@@ -28,7 +29,7 @@ class EvaluationSet:
     """Held-out pairs, several captions per image: ``caption_ids`` ``[M, L]`` (server token ids),
     ``caption_image`` ``[M]`` the image of each caption."""
 
-    images: torch.Tensor  # [N, 3, H, W] uint8
+    images: ImageSource  # N x [3, H, W] uint8
     caption_ids: torch.Tensor
     caption_image: torch.Tensor
 
@@ -47,17 +48,22 @@ class ServerData:
 
 
 def client_tokenizer() -> WordTokenizer:
+    """The built-in scenes' word vocabulary (the ``builtin-words`` choice of :mod:`creamfl.tokenizers`)."""
     return WordTokenizer(vocabulary())
 
 
-def server_tokenizer(text_encoder: TextEncoder) -> Tokenizer:
-    """all-MiniLM-L6-v2's WordPiece tokenizer for ``minilm``; else the scenes vocabulary."""
-    return PretrainedTokenizer(minilm_path()) if text_encoder == "minilm" else client_tokenizer()
+def server_tokenizer(text_encoder: TextEncoder, clients: Tokenizer | None = None) -> Tokenizer:
+    """all-MiniLM-L6-v2's own tokenizer for ``minilm``; else the federation's client tokenizer
+    ``clients`` (default: the built-in words), so the server's and the clients' texts read alike."""
+    if text_encoder == "minilm":
+        return PretrainedTokenizer(minilm_path())
+    return clients if clients is not None else client_tokenizer()
 
 
-def new_server(config: RoundConfig, *, device: str | torch.device) -> Server:
-    """A freshly initialised server model (deterministic in the config's seed), its optimizer and tokenizer."""
-    tokenizer = server_tokenizer(config.server.text_encoder)
+def new_server(config: RoundConfig, *, device: str | torch.device, tokenizer: Tokenizer | None = None) -> Server:
+    """A freshly initialised server model (deterministic in the config's seed), its optimizer and
+    tokenizer; ``tokenizer`` is the federation's client tokenizer (default: the built-in words)."""
+    tokenizer = server_tokenizer(config.server.text_encoder, tokenizer)
     if isinstance(tokenizer, PretrainedTokenizer):
         text = BertTextConfig(pretrained_path=minilm_path(), pad_id=tokenizer.pad_id)
     else:
@@ -87,16 +93,23 @@ def builtin_server_data(spec: BuiltinSpec, tokenizer: Tokenizer) -> ServerData:
 
 def server_data(public: Scenes, test: Scenes, tokenizer: Tokenizer) -> ServerData:
     """The public pairs and the evaluation set from their scenes, tokenised for the server."""
+    return pairs_server_data(public.pairs(), test.pairs(), tokenizer)
+
+
+def pairs_server_data(public: ImageTextPairs, evaluation: ImageTextPairs, tokenizer: Tokenizer) -> ServerData:
+    """The public pairs and the evaluation set from image-caption pairs, tokenised for the server."""
     # Each public item is one (image, caption) pair: its first caption. Distinct images, so no item
     # is a false negative of another in the contrastive terms.
-    test_pairs = test.pairs()
+    first = public.first_caption_per_image()  # [N]
     return ServerData(
         public_pairs=TaskData(
-            public.images, tokenizer.encode([c[0] for c in public.captions]), torch.arange(len(public))
+            public.images,
+            tokenizer.encode([public.captions[int(i)] for i in first]),
+            torch.arange(public.num_images),
         ),
         evaluation=EvaluationSet(
-            images=test.images,
-            caption_ids=tokenizer.encode(test_pairs.captions),
-            caption_image=test_pairs.caption_image,
+            images=evaluation.images,
+            caption_ids=tokenizer.encode(evaluation.captions),
+            caption_image=evaluation.caption_image,
         ),
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from creamfl.evaluation import RetrievalMetrics, retrieval_metrics
+from creamfl.evaluation import RetrievalMetrics, heldout_metrics
 from creamfl.models import ClientModel
 from creamfl.payload import decode_payload, encode_payload
 from creamfl.rounds.config import RoundConfig
@@ -146,11 +146,11 @@ def distil(
 
 
 def evaluate(server: Server, evaluation: EvaluationSet, *, device: torch.device) -> RetrievalMetrics:
-    """Step 8: retrieval on the held-out set, every caption of every image."""
+    """Step 8: retrieval on the held-out set, every caption of every image (and COCO's 1K protocol on 5,000 images)."""
     model = server.model
     images = encode_all(model, model.encode_image, evaluation.images, device=device)  # [N, d]
     texts = encode_all(model, model.encode_text, evaluation.caption_ids, device=device)  # [M, d]
-    return retrieval_metrics(images, texts, evaluation.caption_image)
+    return heldout_metrics(images, texts, evaluation.caption_image)
 
 
 def _server_pass(
