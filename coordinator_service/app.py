@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator_service.api.deps import Services
-from coordinator_service.api.routes import clients, federations, health
+from coordinator_service.api.routes import clients, datasets, federations, health, public_set
 from coordinator_service.artifacts import LocalArtifactStore
 from coordinator_service.dashboard import routes as dashboard
 from coordinator_service.db.engine import make_engine, make_sessionmaker
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (federations.router, clients.router, health.router):
+    for router in (datasets.router, federations.router, clients.router, public_set.router, health.router):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)

@@ -89,7 +89,9 @@ def retrieval_metrics(
     if len(ks) != 3 or any(k < 1 for k in ks):
         raise ValueError(f"ks must be three positive cutoffs, got {ks}")
     i2t, t2i = retrieval_ranks(image_emb, text_emb, caption_image, block_size=block_size)
-    return RetrievalMetrics(*(_recall(i2t, k) for k in ks), *(_recall(t2i, k) for k in ks))
+    i2t_r1, i2t_r5, i2t_r10 = (_recall(i2t, k) for k in ks)
+    t2i_r1, t2i_r5, t2i_r10 = (_recall(t2i, k) for k in ks)
+    return RetrievalMetrics(i2t_r1, i2t_r5, i2t_r10, t2i_r1, t2i_r5, t2i_r10)
 
 
 def heldout_metrics(image_emb: Tensor, text_emb: Tensor, caption_image: Tensor) -> RetrievalMetrics:

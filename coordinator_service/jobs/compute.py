@@ -8,7 +8,6 @@ federation's seed), so a job re-run after a crash produces the same artifacts.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -16,14 +15,14 @@ import torch
 
 from coordinator_service.artifacts import ArtifactStore
 from coordinator_service.jobs.results import AggregateResult, EvaluateResult, JobOutput, PublishResult, TrainResult
+from coordinator_service.jobs.server_data import DataSpec, ServerDataSource, data_spec
 from coordinator_service.round_config import round_config
 from creamfl import rounds
 from creamfl.checkpoint import load_training_state, save_training_state
-from creamfl.data.builtin import BuiltinSpec
 from creamfl.payload import encode_payload
 from creamfl.rounds import RoundConfig, Server, ServerData
 from shared_schemas.federation import FederationCreate
-from shared_schemas.vocabulary import Modality, TextEncoder
+from shared_schemas.vocabulary import Modality
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,18 @@ class JobInput:
     global_reps: dict[Modality, str] | None
     aggregates: dict[Modality, str] | None
     uploads: list[UploadRef] = field(default_factory=list)
+    # A registered public or evaluation set's shards (sha256, in order), and the client tokenizer's JSON.
+    public_shards: tuple[str, ...] = ()
+    evaluation_shards: tuple[str, ...] = ()
+    tokenizer_sha256: str | None = None
 
     @property
     def engine_config(self) -> RoundConfig:
         return round_config(self.config)
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return data_spec(self.config, self.public_shards, self.evaluation_shards, self.tokenizer_sha256)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,16 +68,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@functools.lru_cache(maxsize=4)
-def _server_data(spec: BuiltinSpec, text_encoder: TextEncoder) -> ServerData:
-    """The public pairs and the evaluation set, generated once per process (deterministic in the spec)."""
-    return rounds.builtin_server_data(spec, rounds.server_tokenizer(text_encoder))
-
-
 class JobRunner:
     def __init__(self, store: ArtifactStore, device: torch.device) -> None:
         self.store = store
         self.device = device
+        self.sources = ServerDataSource(store)
         self._handlers: dict[str, Callable[[JobInput], JobOutput]] = {
             "publish": self.publish,
             "aggregate": self.aggregate,
@@ -84,7 +86,7 @@ class JobRunner:
     def publish(self, job: JobInput) -> JobOutput:
         """Steps 1-2: the server's retrieval pass, then its representations of the round's subset."""
         config, written = job.engine_config, dict[str, str]()
-        server = self._server(config, job.start_checkpoint)
+        server = self._server(job, job.start_checkpoint)
         subset = torch.tensor(job.subset, dtype=torch.long)  # [n]
         published = rounds.publish(server, self._data(job), config, job.round_number, subset, device=self.device)
         global_reps = {m: self._put(body, "global", written) for m, body in published.global_reps.payloads.items()}
@@ -115,7 +117,7 @@ class JobRunner:
     def train(self, job: JobInput) -> JobOutput:
         """Step 7: distil the aggregates into the server (joint: with the retrieval loss; separate: alone)."""
         config, written = job.engine_config, dict[str, str]()
-        server = self._server(config, job.checkpoint_published)
+        server = self._server(job, job.checkpoint_published)
         subset = torch.tensor(job.subset, dtype=torch.long)  # [n]
         targets = self._reps(job.aggregates or {})
         stats = rounds.distil(server, self._data(job), config, job.round_number, subset, targets, device=self.device)
@@ -126,21 +128,19 @@ class JobRunner:
 
     def evaluate(self, job: JobInput) -> JobOutput:
         """Step 8: retrieval on the held-out set."""
-        server = self._server(job.engine_config, job.checkpoint_trained)
+        server = self._server(job, job.checkpoint_trained)
         return JobOutput(EvaluateResult(rounds.evaluate(server, self._data(job).evaluation, device=self.device)))
 
-    def _server(self, config: RoundConfig, checkpoint: str | None) -> Server:
-        server = rounds.new_server(config, device=self.device)
+    def _server(self, job: JobInput, checkpoint: str | None) -> Server:
+        spec = job.data_spec
+        tokenizer = self.sources.tokenizer(spec.tokenizer, spec.tokenizer_sha256)
+        server = rounds.new_server(job.engine_config, device=self.device, tokenizer=tokenizer)
         if checkpoint is not None:
             load_training_state(server.model, server.optimizer, self.store.read(checkpoint))
         return server
 
     def _data(self, job: JobInput) -> ServerData:
-        public = job.config.public_set
-        spec = BuiltinSpec(
-            seed=public.seed, public_size=public.size, test_size=public.test_size, image_size=public.image_size
-        )
-        return _server_data(spec, job.config.server.text_encoder)
+        return self.sources.data(job.data_spec)
 
     def _reps(self, shas: dict[Modality, str]) -> dict[Modality, torch.Tensor]:
         """``{modality: [n, d]}`` from per-modality payload artifacts."""

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
 from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.datasets.registration import Registrar
 from coordinator_service.db.engine import transaction
-from coordinator_service.db.models import Artifact, Federation, Job, Round, utcnow
+from coordinator_service.db.models import Artifact, Dataset, Federation, Job, Round, utcnow
 from coordinator_service.jobs import queue
 from coordinator_service.jobs.compute import JobInput, JobRunner, UploadRef, resolve_device
 from coordinator_service.jobs.results import JobOutput
@@ -38,6 +39,7 @@ class Worker:
         # Fits the 64-character lease_owner column whatever the hostname (pod names can be long).
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.runner = JobRunner(store, resolve_device(settings.device))
+        self.registrar = Registrar(factory, store, settings, owner=self.owner)
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started on %s", self.owner, self.runner.device)
@@ -58,6 +60,7 @@ class Worker:
         """Sweep deadlines and abandoned jobs, then run at most one job. True when a job was run."""
         self.sweep_deadlines()
         self.sweep_abandoned_jobs()
+        self.registrar.run_once()
         with transaction(self.factory) as session:
             job = queue.claim(
                 session, owner=self.owner, lease_s=self.settings.lease_s, max_attempts=self.settings.max_job_attempts
@@ -152,6 +155,9 @@ class Worker:
             global_reps=round_.global_reps,  # type: ignore[arg-type]
             aggregates=round_.aggregates,  # type: ignore[arg-type]
             uploads=uploads,
+            public_shards=_shards(session, federation.public_dataset_id),
+            evaluation_shards=_shards(session, federation.evaluation_dataset_id),
+            tokenizer_sha256=federation.tokenizer_sha256,
         )
 
     def _commit(self, job_id: int, output: JobOutput) -> bool:
@@ -184,6 +190,12 @@ class Worker:
                 assert round_ is not None
                 fail_round(session, federation, round_, f"{job.kind} job failed {job.attempts} times: {error[:500]}")
                 JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
+
+
+def _shards(session: Session, dataset_id: str | None) -> tuple[str, ...]:
+    """A registered dataset's shard hashes, in order (none for the built-in set)."""
+    dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
+    return tuple(shard["sha256"] for shard in (dataset.shards or [])) if dataset is not None else ()
 
 
 class _LeaseKeeper:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
+from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Federation, Round
 from coordinator_service.errors import Conflict
 from coordinator_service.security import new_token, token_hash
+from coordinator_service.services.federation_data import build_client_tokenizer, resolve_datasets
 from coordinator_service.services.rounds import create_round, resume_round, start_next_round
 from shared_schemas.federation import FederationCreate, FederationCreated, FederationPublic
 
@@ -22,19 +25,33 @@ _CONTROL = {
 }
 
 
-def create_federation(session: Session, config: FederationCreate) -> FederationCreated:
+def create_federation(db: sessionmaker[Session], store: ArtifactStore, config: FederationCreate) -> FederationCreated:
+    """A federation on its resolved datasets, with its client tokenizer built (and, for trained:V,
+    trained on the public captions) outside any transaction, then stored and recorded with it."""
+    with transaction(db) as session:
+        resolved, public_shards = resolve_datasets(session, config)
+    tokenizer = build_client_tokenizer(store, resolved, public_shards)
+    tokenizer_sha = store.put_bytes(tokenizer.encode()) if tokenizer is not None else None
     join_token = new_token("join")
-    federation = Federation(
-        id=f"fed-{secrets.token_hex(6)}",
-        name=config.name,
-        state="created",
-        config=config.model_dump(mode="json"),
-        join_token_hash=token_hash(join_token),
-        current_round=0,
-    )
-    session.add(federation)
-    session.flush()
-    return FederationCreated(**describe(session, federation).model_dump(), join_token=join_token)
+    with transaction(db) as session:
+        if resolve_datasets(session, config)[0] != resolved:
+            raise Conflict("a dataset of this federation changed while it was being created; try again")
+        if tokenizer_sha is not None:
+            repo.record_artifact(session, sha256=tokenizer_sha, size=store.size(tokenizer_sha), kind="tokenizer")
+        federation = Federation(
+            id=f"fed-{secrets.token_hex(6)}",
+            name=resolved.name,
+            state="created",
+            config=resolved.model_dump(mode="json"),
+            join_token_hash=token_hash(join_token),
+            current_round=0,
+            public_dataset_id=getattr(resolved.public_set, "dataset", None),
+            evaluation_dataset_id=resolved.evaluation_set.dataset if resolved.evaluation_set else None,
+            tokenizer_sha256=tokenizer_sha,
+        )
+        session.add(federation)
+        session.flush()
+        return FederationCreated(**describe(session, federation).model_dump(), join_token=join_token)
 
 
 def control(session: Session, *, federation_id: str, action: str) -> FederationPublic:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service.app import create_app
-from coordinator_service.artifacts import ArtifactStore
+from coordinator_service.artifacts import ArtifactStore, LocalArtifactStore
 from coordinator_service.db.engine import make_engine, make_sessionmaker, transaction
 from coordinator_service.db.models import Job, Round, RoundTransition, Upload, utcnow
 from coordinator_service.jobs import queue
@@ -207,8 +207,9 @@ def test_still_owned_reads_the_row_under_its_lock_not_the_sessions_copy(tmp_path
         engine = make_engine(url)
         factory = make_sessionmaker(engine)
         try:
+            store = LocalArtifactStore(tmp_path / "artifacts")
+            federation = create_federation(factory, store, FederationCreate.model_validate(tiny_config()))
             with transaction(factory) as session:
-                federation = create_federation(session, FederationCreate.model_validate(tiny_config()))
                 control(session, federation_id=federation.id, action="start")
             with transaction(factory) as session:
                 claimed = queue.claim(session, owner="slow", lease_s=0.2)

@@ -1,11 +1,10 @@
-"""Client-facing routes: enroll, the public set, the long-polled task, downloads, uploads, reports."""
+"""Client-facing routes: enroll, the long-polled task, downloads, uploads, reports (the public set: public_set.py)."""
 
 from __future__ import annotations
 
-import functools
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -39,10 +38,7 @@ from coordinator_service.metrics import DOWNLOAD_BYTES, LONG_POLLS, UPLOAD_BYTES
 from coordinator_service.payloads import PayloadInfo
 from coordinator_service.services import clients as client_service
 from coordinator_service.services import uploads as upload_service
-from coordinator_service.services.rounds import config_of
 from coordinator_service.services.tasks import next_task
-from creamfl.data.builtin import BuiltinSpec, builtin_split
-from creamfl.data.manifest import scenes_manifest
 from shared_schemas.client import ClientCreate, ClientEnrolled, Modality
 from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, TrainTask, UploadPublic, WaitTask
 
@@ -58,27 +54,6 @@ def enroll(federation_id: FederationId, request: ClientCreate, token: BearerToke
     """Enroll with the federation's join token; the returned client token is shown once."""
     with transaction(db) as session:
         return client_service.enroll(session, federation_id=federation_id, join_token=token, request=request)
-
-
-@router.get("/federations/{federation_id}/public-set")
-def public_set(federation_id: FederationId, client: CurrentClient, db: SessionDep) -> dict[str, Any]:
-    """The public set's manifest; the built-in set is generated locally from ``spec`` and hash-checked."""
-    with transaction(db) as session:
-        config = config_of(repo.get_federation(session, federation_id=federation_id))
-    spec = config.public_set
-    return {
-        "kind": spec.kind,
-        "spec": spec.model_dump(),
-        # The federation's representation dimension: an agent checks its model against it before any round.
-        "embed_dim": config.embed_dim,
-        "how": "generate locally: creamfl.data.builtin.builtin_split(spec, 'public'); compare sha256",
-        **_builtin_manifest(spec.seed, spec.size, spec.image_size),
-    }
-
-
-@functools.lru_cache(maxsize=8)
-def _builtin_manifest(seed: int, size: int, image_size: int) -> dict[str, Any]:
-    return scenes_manifest(builtin_split(BuiltinSpec(seed=seed, public_size=size, image_size=image_size), "public"))
 
 
 @router.get(

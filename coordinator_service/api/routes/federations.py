@@ -33,9 +33,9 @@ router = APIRouter(tags=["federations (admin)"])
 
 
 @router.post("/federations", status_code=status.HTTP_201_CREATED)
-def create_federation(config: FederationCreate, db: SessionDep, _: AdminDep) -> FederationCreated:
-    with transaction(db) as session:
-        return service.create_federation(session, config)
+def create_federation(config: FederationCreate, services: ServicesDep, _: AdminDep) -> FederationCreated:
+    """Create a federation; its datasets must be ready, and a trained tokenizer is trained here."""
+    return service.create_federation(services.db, services.store, config)
 
 
 @router.get("/federations")
