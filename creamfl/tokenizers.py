@@ -12,7 +12,9 @@ to the agents, so an agent needs neither transformers nor the MiniLM package.
 
 from __future__ import annotations
 
+import itertools
 import re
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,10 @@ MINILM_VOCAB = Path(__file__).parent / "assets" / "minilm-vocab.txt"
 MIN_TRAINED_VOCAB, MAX_TRAINED_VOCAB = 100, 100_000
 DEFAULT_MAX_LENGTH = 32
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-UNK_WARN_SHARE = 0.05  # agents warn above this share of unknown tokens in their private text
+UNK_WARN_SHARE = 0.05
+ASCII_ALPHABET = (
+    string.ascii_lowercase + string.digits + string.punctuation
+)  # after lower-casing  # agents warn above this share of unknown tokens in their private text
 
 
 def check_choice(choice: str) -> str:
@@ -111,8 +116,17 @@ def _bert_style(
     tokenizer.decoder = decoders.WordPiece()
     if train_on is not None:
         texts, vocab_size = train_on
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
-        tokenizer.train_from_iterator(texts, trainer=trainer)
+        # Every printable ASCII character is a piece, at a word's start and inside it, seen in the
+        # captions or not: a word the public captions never used still splits into pieces rather
+        # than becoming [UNK]. (Inner pieces are learnt from use only, hence the one extra line.)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIALS),
+            initial_alphabet=list(ASCII_ALPHABET),
+            show_progress=False,
+        )
+        inner = " ".join(f"a{c}" for c in string.ascii_lowercase + string.digits)
+        tokenizer.train_from_iterator(itertools.chain(texts, [inner]), trainer=trainer)
     cls_id, sep_id = _special_id(tokenizer, "[CLS]"), _special_id(tokenizer, "[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
