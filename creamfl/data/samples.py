@@ -43,7 +43,7 @@ def write_karpathy(root: Path, splits: Mapping[str, Scenes]) -> CaptionFiles:
     """``root/dataset.json`` (Karpathy layout: filename, split, sentences) and ``root/images/*.jpg``."""
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries: list[dict[str, object]] = []
     for split, scenes in splits.items():
         for index in range(len(scenes)):
             filename = f"{split}-{index:06d}.jpg"
