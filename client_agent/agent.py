@@ -1,4 +1,5 @@
-"""The agent's life: check its configuration, enroll once, obtain the public set, then work rounds.
+"""The agent's life: check its configuration, enroll once, obtain the federation's tokenizer and
+public set, then work rounds.
 
 Each train task (DESIGN.md section 2, steps 4-5): train locally and commit the payloads and the model
 to the state dir (:mod:`client_agent.local_training`), then upload and report
@@ -14,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import torch
@@ -28,13 +29,16 @@ from client_agent.errors import EXIT_OK, AgentStopped, ConfigError
 from client_agent.global_reps import GlobalReps
 from client_agent.local_training import LocalTrainer
 from client_agent.progress import Reporter
-from client_agent.public_set import PublicSet, obtain_public_set
+from client_agent.public_files import PublicFiles
+from client_agent.public_set import PublicSet, cached_names, federation_tokenizer, obtain_public_set
 from client_agent.refusals import Refusals
 from client_agent.settings import AgentSettings
 from client_agent.state import Identity, StateDir
 from client_agent.stopping import Stopper
-from creamfl.rounds import client_tokenizer
+from creamfl.text import Tokenizer
+from creamfl.tokenizers import BUILTIN_WORDS, UNK_WARN_SHARE, load_tokenizer, unknown_share
 from shared_schemas.client import ClientCreate
+from shared_schemas.datasets import PublicSetManifest
 from shared_schemas.rounds import DoneTask, TrainTask, WaitTask
 
 
@@ -52,11 +56,13 @@ class AgentSetup:
 
 @dataclass(frozen=True)
 class Member:
-    """This client, enrolled and holding the federation's public set: ready for rounds."""
+    """This client, enrolled and holding the federation's tokenizer and public set: ready for rounds."""
 
     identity: Identity
     public: PublicSet
-    data: PrivateData  # at the public set's image size, unless the data spec pins its own
+    data: PrivateData  # at the public set's image size (unless the data spec pins its own), tokenized by:
+    tokenizer: Tokenizer  # the federation's client tokenizer
+    unk_share: float | None  # the share of [UNK] among the private text's tokens; None: no text
 
 
 class Agent:
@@ -84,7 +90,6 @@ class Agent:
             stop=self.stopper.event,
         )
         self.refusals = Refusals(settings)
-        self.tokenizer = client_tokenizer()
         self.rounds_done = 0
 
     # --- the life of the agent -----------------------------------------------------------------
@@ -119,7 +124,9 @@ class Agent:
                 )
             if s.threads:
                 torch.set_num_threads(s.threads)
-            data = data_spec.load(s.modality, self.tokenizer, image_size=32)
+            # The built-in words until the coordinator names the federation's tokenizer (in join):
+            # enough to check the data and count its samples for enrolling.
+            data = data_spec.load(s.modality, load_tokenizer(BUILTIN_WORDS, None), image_size=32)
             self.log.info(
                 "configured federation=%s modality=%s model=%s device=%s threads=%d data=%r",
                 s.federation,
@@ -163,19 +170,50 @@ class Agent:
         return identity
 
     def join(self, setup: AgentSetup, identity: Identity) -> Member:
-        """The public set (generated, verified, cached) and the federation's dimension."""
+        """The federation's dimension, tokenizer and public set (downloaded or generated, verified,
+        cached), and the private data tokenized by that tokenizer."""
         with self.stopper.abandonable():
             manifest = self.refusals.call(self.client.public_set)
-        embed_dim = manifest.get("embed_dim")
-        if isinstance(embed_dim, int):
-            check_dim(setup.model_spec, embed_dim, self.settings.federation)
-        with self.reporter.step("public set", manifest.get("size"), "items"):
-            public = obtain_public_set(manifest, setup.state.public, self.tokenizer)
+        check_dim(setup.model_spec, manifest.embed_dim, self.settings.federation)
+        files = PublicFiles(self.client, self.refusals, setup.state.public, self.reporter, self.stopper)
+        files.keep_only(cached_names(manifest))
+        tokenizer = federation_tokenizer(manifest.tokenizer, files)
+        public = obtain_public_set(manifest, files, tokenizer)
+        data = self._federation_data(setup, manifest, tokenizer)
+        share = self._unknown_share(data, tokenizer, manifest.tokenizer.choice)
+        return Member(identity, public, data, tokenizer, share)
+
+    def _federation_data(self, setup: AgentSetup, manifest: PublicSetManifest, tokenizer: Tokenizer) -> PrivateData:
+        """The private data at the public set's image size and tokenized by the federation's
+        tokenizer: read again only when its images must be resized."""
         data = setup.data
         pinned = "image_size" in setup.data_spec.options
-        if data.image_size not in (None, public.image_size) and not pinned:
-            data = setup.data_spec.load(self.settings.modality, self.tokenizer, image_size=public.image_size)
-        return Member(identity, public, data)
+        if data.image_size not in (None, manifest.image_size) and not pinned:
+            return setup.data_spec.load(self.settings.modality, tokenizer, image_size=manifest.image_size)
+        return data if manifest.tokenizer.choice == BUILTIN_WORDS else tokenized(data, tokenizer)
+
+    def _unknown_share(self, data: PrivateData, tokenizer: Tokenizer, choice: str) -> float | None:
+        """The share of [UNK] among the private text's tokens, logged (a warning above UNK_WARN_SHARE)."""
+        if not data.texts:
+            return None
+        counted = unknown_share(tokenizer, data.texts)
+        self.log.info(
+            "private text tokenizer=%s unk_share=%.4f unknown=%d tokens=%d",
+            choice,
+            counted.share,
+            counted.unknown,
+            counted.tokens,
+        )
+        if counted.share > UNK_WARN_SHARE:
+            self.log.warning(
+                "%.1f%% of this client's text tokens are [UNK] with the federation's tokenizer %s (above %.0f%%): "
+                "the model cannot read them; ask the federation's admin for the tokenizer wordpiece-minilm or "
+                "trained:V (a vocabulary of V tokens trained on the public captions)",
+                100 * counted.share,
+                choice,
+                100 * UNK_WARN_SHARE,
+            )
+        return counted.share
 
     def work(self, setup: AgentSetup, member: Member) -> int:
         """Poll for tasks and do them until the federation is done (or one, with ``once``)."""
@@ -224,12 +262,23 @@ class Agent:
             data=member.data,
             public=member.public,
             client_id=member.identity.client_id,
-            tokenizer=self.tokenizer,
+            tokenizer=member.tokenizer,
+            unk_share=member.unk_share,
             global_reps=global_reps,
             reporter=self.reporter,
             stopper=self.stopper,
             log=self.log,
         )
+
+
+def tokenized(data: PrivateData, tokenizer: Tokenizer) -> PrivateData:
+    """``data`` with its texts (a text task's inputs, or a pair task's captions) tokenized by
+    ``tokenizer``, without reading the data again."""
+    if not data.texts:
+        return data
+    ids = tokenizer.encode(data.texts)  # [M, L]
+    pairs = data.task.caption_image is not None
+    return replace(data, task=replace(data.task, targets=ids) if pairs else replace(data.task, inputs=ids))
 
 
 def task_key(task: TrainTask) -> str:

@@ -38,10 +38,12 @@ from client_agent.coordinator_errors import (
 )
 from client_agent.errors import AgentStopped, ConfigError
 from shared_schemas.client import ClientCreate, ClientEnrolled
+from shared_schemas.datasets import PublicSetManifest
 from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, Task, TrainTask, UploadPublic, WaitTask
 
 API = "/api/v1"
 CHUNK = 64 * 1024
+PART_SUFFIX = ".part"  # a download in progress: its file's name and this
 log = logging.getLogger("client_agent.http")
 T = TypeVar("T")
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
@@ -106,12 +108,9 @@ class CoordinatorClient:
         self.token = enrolled.token
         return enrolled
 
-    def public_set(self) -> dict[str, Any]:
+    def public_set(self) -> PublicSetManifest:
         response = self._call("public set", lambda: self.http.get(f"{self.base}/public-set", **self._opts()))
-        body = _parse(lambda data: data, response, "public set")
-        if not isinstance(body, dict):
-            raise CoordinatorError("public set: the coordinator sent something that is not a JSON object")
-        return body
+        return _parse(PublicSetManifest.model_validate, response, "public set")
 
     def next_task(self, wait: float) -> TrainTask | WaitTask | DoneTask:
         """Long-poll up to ``wait`` seconds for work."""
@@ -127,26 +126,20 @@ class CoordinatorClient:
     def download_global(
         self, url: str, *, expected_sha256: str, cache_dir: Path, progress: Progress | None = None
     ) -> Path:
-        """The file at ``url`` as ``cache_dir/<sha256>.safetensors``, checked against ``expected_sha256``.
-
-        A file already cached under its hash (the ETag) costs no request; an interrupted download
-        resumes from its ``.part`` file with a Range request."""
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        """The file at ``url`` as ``cache_dir/<sha256>.safetensors``, checked against ``expected_sha256``."""
         final = cache_dir / f"{expected_sha256}.safetensors"
-        if final.is_file() and sha256_file(final) == expected_sha256:
-            log.debug("global representations %s found in the cache", expected_sha256[:12])
-            if progress is not None:
-                size = final.stat().st_size
-                progress(size, size)
-            return final
-        part = cache_dir / f"{expected_sha256}.part"
-        what = f"download {url}"
-        self._call(what, lambda: self._download_attempt(url, part, expected_sha256, progress))
-        if sha256_file(part) != expected_sha256:  # checked in the attempt; a last guard before adoption
-            part.unlink(missing_ok=True)
-            raise IntegrityFailure(f"{what}: the file does not match its sha256")
-        os.replace(part, final)
-        return final
+        return self._download(url, f"download {url}", expected_sha256=expected_sha256, final=final, progress=progress)
+
+    def download_shard(self, sha256: str, *, to: Path, progress: Progress | None = None) -> Path:
+        """The public set's shard ``sha256`` as the file ``to``, checked against its hash."""
+        url = f"{self.base}/public-set/shards/{sha256}"
+        return self._download(url, f"public-set shard {sha256}", expected_sha256=sha256, final=to, progress=progress)
+
+    def download_tokenizer(self, sha256: str, *, to: Path, progress: Progress | None = None) -> Path:
+        """The federation's tokenizer JSON (of hash ``sha256``) as the file ``to``."""
+        url = f"{self.base}/public-set/tokenizer"
+        what = f"the federation's tokenizer {sha256}"
+        return self._download(url, what, expected_sha256=sha256, final=to, progress=progress)
 
     def upload(self, url: str, body: bytes, *, progress: Progress | None = None) -> UploadResult:
         """PUT a payload with its ``Content-SHA256``; a repeat of the same bytes is harmless (200)."""
@@ -253,7 +246,38 @@ class CoordinatorClient:
     def _opts(self) -> dict[str, Any]:
         return {"headers": self._auth(), "timeout": self.timeout}
 
-    def _download_attempt(self, url: str, part: Path, expected: str, progress: Progress | None) -> None:
+    def _download(self, url: str, what: str, *, expected_sha256: str, final: Path, progress: Progress | None) -> Path:
+        """The file at ``url`` as ``final``, streamed to disk and checked against ``expected_sha256``.
+
+        A file already there under its hash costs no request. Bytes go to ``<final>.part`` beside
+        it, so an interrupted download (a dropped connection, a restarted agent) resumes with a
+        Range request. A complete file that fails its hash is deleted and downloaded once more; a
+        second failure is an :class:`IntegrityFailure` naming ``what``."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_file():
+            if sha256_file(final) == expected_sha256:
+                log.debug("%s found in the cache", what)
+                if progress is not None:
+                    size = final.stat().st_size
+                    progress(size, size)
+                return final
+            log.warning("cached=%s does not match its sha256: downloading it again", final)
+            final.unlink()
+        part = final.with_name(final.name + PART_SUFFIX)
+        for attempt in range(2):
+            self._call(what, lambda: self._download_attempt(url, what, part, expected_sha256, progress))
+            if sha256_file(part) == expected_sha256:
+                os.replace(part, final)
+                return final
+            part.unlink(missing_ok=True)
+            log.warning("download=%r does not match its sha256 attempt=%d", what, attempt + 1)
+        raise IntegrityFailure(
+            f"{what}: the downloaded bytes do not match its sha256, twice; the coordinator's copy may be "
+            "damaged: ask its operator"
+        )
+
+    def _download_attempt(self, url: str, what: str, part: Path, expected: str, progress: Progress | None) -> None:
+        """One request appending to ``part`` (from its end, if the server honours the range)."""
         offset = part.stat().st_size if part.is_file() else 0
         headers = self._auth()
         if offset:
@@ -263,12 +287,12 @@ class CoordinatorClient:
             if response.status_code == 416:  # the part is not a prefix of the file: start over
                 part.unlink(missing_ok=True)
                 raise Transient("the partial download does not fit the file; starting over")
-            check_status(f"download {url}", response)
+            check_status(what, response)
             announced = response.headers.get("x-content-sha256")
             if announced is not None and announced != expected:
                 raise IntegrityFailure(
-                    f"download {url}: the coordinator serves sha256 {announced[:12]}…, the task named "
-                    f"{expected[:12]}…; the round changed under us, poll for a new task"
+                    f"{what}: the coordinator serves sha256 {announced[:12]}…, not the {expected[:12]}… "
+                    "it announced: it changed under us; run the agent again"
                 )
             resumed = response.status_code == 206 and _range_start(response) == offset
             done = offset if resumed else 0
@@ -286,9 +310,6 @@ class CoordinatorClient:
                         raise AgentStopped("stopped during a download (the part is kept to resume)")
                 handle.flush()
                 os.fsync(handle.fileno())
-        if sha256_file(part) != expected:
-            part.unlink(missing_ok=True)
-            raise Transient("the downloaded file does not match its sha256; downloading it again")
 
 
 def _range_start(response: httpx.Response) -> int | None:
@@ -326,4 +347,4 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["API", "CoordinatorClient", "RetryPolicy", "UploadResult", "sha256_file"]
+__all__ = ["API", "PART_SUFFIX", "CoordinatorClient", "Progress", "RetryPolicy", "UploadResult", "sha256_file"]

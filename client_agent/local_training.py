@@ -28,6 +28,7 @@ from client_agent.settings import AgentSettings
 from client_agent.state import STATE, ModelRecord, Record, RoundRecord, StateDir, write_atomic
 from client_agent.stopping import Stopper
 from creamfl.checkpoint import load_training_state, save_training_state
+from creamfl.data.types import SubsetSource
 from creamfl.models import ClientModel
 from creamfl.models.common import Modality
 from creamfl.rounds import LocalRound, client_stream, local_round, new_client_model
@@ -55,7 +56,8 @@ class LocalTrainer:
     data: PrivateData
     public: PublicSet
     client_id: str
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer  # the federation's
+    unk_share: float | None  # of the private text with that tokenizer (reported each round); None: no text
     global_reps: GlobalReps
     reporter: Reporter
     stopper: Stopper
@@ -76,20 +78,22 @@ class LocalTrainer:
         started = time.perf_counter()
         global_reps = self.global_reps.fetch(task, loaded.model.modalities) if (spec.inter or spec.intra) else None
         download_seconds = time.perf_counter() - started
-        public = PublicInputs(images=self.public.images[subset], token_ids=self.public.token_ids[subset])
+        # The subset's images stay where they are (a dataset's shards): decoded batch by batch.
+        public = PublicInputs(images=SubsetSource(self.public.images, subset), token_ids=self.public.token_ids[subset])
         local = self._local_round(task, loaded, public, subset, global_reps, training)
         committed = self._commit(
             task, key, record, loaded, local, download_seconds=download_seconds, public_rows=len(subset)
         )
         stats = local.stats
         self.log.info(
-            "round=%d trained task_loss=%.4f inter_loss=%.4f intra_loss=%.4f steps=%d seconds=%.2f",
+            "round=%d trained task_loss=%.4f inter_loss=%.4f intra_loss=%.4f steps=%d seconds=%.2f unk_share=%s",
             task.round,
             stats.task_loss,
             stats.inter_loss,
             stats.intra_loss,
             stats.steps,
             stats.seconds,
+            "none" if self.unk_share is None else f"{self.unk_share:.4f}",
         )
         return committed
 
@@ -137,6 +141,8 @@ class LocalTrainer:
             "public_rows": float(public_rows),
             "rounds_trained": float(previous + 1),
         }
+        if self.unk_share is not None:
+            metrics["unk_share"] = self.unk_share
         committed = Record(
             model=model_record, round=RoundRecord(round=task.round, key=key, outbox=outbox, metrics=metrics)
         )

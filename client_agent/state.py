@@ -9,7 +9,10 @@ Layout (the dir is 0700, every file 0600, every write atomic: temp file, fsync, 
   ``round`` is the round in progress: its payloads in ``outbox/``, what was uploaded and reported.
   Files the record does not name are leftovers of an interrupted step and are removed.
 - ``globals/``: downloaded global representations by sha256 (the ETag), ``.part`` while incomplete.
-- ``public/``: the public set, generated once and cached (safetensors, hash-checked on every load).
+- ``public/``: the public set: the built-in one generated once and cached (safetensors), or a
+  dataset's shards (``<sha256>.shard``), and the federation's tokenizer (``<sha256>.json``), each
+  downloaded once (``.part`` while incomplete) and hash-checked on every load
+  (:mod:`client_agent.public_files`).
 - ``lock``: held (flock) while an agent runs, so two agents never share one state dir.
 """
 

@@ -3,16 +3,18 @@ PostgreSQL; on SQLite the IMMEDIATE transaction already serialises writers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from coordinator_service.db.models import (
     Artifact,
     Client,
+    Dataset,
     Federation,
     Job,
     Participant,
@@ -147,3 +149,79 @@ def open_rounds_past_deadline(session: Session, *, now: object) -> Sequence[Roun
         .where(Round.state == "open", Round.deadline < now, Federation.state == "running")
     )
     return session.scalars(query).all()
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+def get_dataset(session: Session, *, dataset_id: str, lock: bool = False) -> Dataset:
+    query = select(Dataset).where(Dataset.id == dataset_id)
+    dataset = session.scalars(_locked(query) if lock else query).one_or_none()
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id!r}", dataset_id=dataset_id)
+    return dataset
+
+
+def dataset_by_name(session: Session, *, name: str) -> Dataset | None:
+    return session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
+
+
+def list_datasets(session: Session, *, limit: int, offset: int) -> Sequence[Dataset]:
+    """Newest first."""
+    query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit).offset(offset)
+    return session.scalars(query).all()
+
+
+def federations_using_dataset(session: Session, *, dataset_id: str) -> list[str]:
+    query = select(Federation.id).where(
+        (Federation.public_dataset_id == dataset_id) | (Federation.evaluation_dataset_id == dataset_id)
+    )
+    return sorted(session.scalars(query).all())
+
+
+def shards_of_other_datasets(session: Session, *, dataset_id: str) -> set[str]:
+    """The shard hashes every other registered dataset holds (two datasets may share a shard)."""
+    manifests = session.scalars(select(Dataset.shards).where(Dataset.id != dataset_id, Dataset.shards.is_not(None)))
+    return {shard["sha256"] for shards in manifests for shard in shards or []}
+
+
+def delete_artifact_rows(session: Session, *, sha256s: Iterable[str]) -> None:
+    session.execute(delete(Artifact).where(Artifact.sha256.in_(list(sha256s))))
+
+
+def artifacts_recorded(session: Session, *, sha256s: Iterable[str]) -> set[str]:
+    """Which of ``sha256s`` have an artifact row (the others are files no row references)."""
+    return set(session.scalars(select(Artifact.sha256).where(Artifact.sha256.in_(list(sha256s)))).all())
+
+
+def registration_to_claim(session: Session, *, now: datetime) -> Dataset | None:
+    """The oldest registering dataset whose lease is free or expired, locked (skipping rows another
+    worker holds locked)."""
+    free = Dataset.lease_owner.is_(None) | (Dataset.lease_expires_at < now)
+    query = (
+        select(Dataset)
+        .where(Dataset.state == "registering", free)
+        .order_by(Dataset.created_at, Dataset.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def renew_registration(session: Session, *, dataset_id: str, owner: str, expires_at: datetime, **progress: int) -> bool:
+    """Extend ``owner``'s lease (and record ``items``/``bytes`` progress); False when the dataset is
+    gone or no longer registering under this owner."""
+    result = session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id, Dataset.lease_owner == owner, Dataset.state == "registering")
+        .values(lease_expires_at=expires_at, **progress)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def leased_dataset(session: Session, *, dataset_id: str, owner: str) -> Dataset | None:
+    """The dataset, locked, if it is still registering under ``owner``'s lease."""
+    dataset = session.scalars(_locked(select(Dataset).where(Dataset.id == dataset_id))).one_or_none()
+    if dataset is None or dataset.state != "registering" or dataset.lease_owner != owner:
+        return None
+    return dataset

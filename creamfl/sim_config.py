@@ -13,6 +13,19 @@ from shared_schemas.vocabulary import AggregationStrategy, PayloadDtype, ServerS
 # The federated strategies, and the two bounds every quality claim is measured against.
 Strategy = AggregationStrategy | Literal["server-only", "centralized"]
 STRATEGIES: tuple[Strategy, ...] = ("creamfl", "mean", "server-only", "centralized")
+# The built-in data's sizes, client counts and partition; a simulation on data from disk takes
+# them from its files (creamfl.scenario_federation).
+BUILTIN_DATA_FIELDS = frozenset(
+    {
+        "public_size",
+        "test_size",
+        "private_per_client",
+        "image_clients",
+        "text_clients",
+        "multimodal_clients",
+        "dirichlet_alpha",
+    }
+)
 
 
 @dataclass(frozen=True)

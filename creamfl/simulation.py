@@ -22,7 +22,7 @@ from torch import Tensor
 from creamfl import rounds
 from creamfl.evaluation import RetrievalMetrics, retrieval_metrics
 from creamfl.models.common import Modality, other_modality
-from creamfl.participants import SimulatedClient, build_clients, build_data, centralized_pairs, public_scenes
+from creamfl.participants import Federation, SimulatedClient, builtin_federation
 from creamfl.rounds import AggregationResult, RoundConfig, WeightStats
 from creamfl.sim_config import SimulationConfig
 from creamfl.training import PublicInputs
@@ -63,11 +63,13 @@ class RoundResult:
 class SimulationResult:
     config: SimulationConfig
     rounds: list[RoundResult]
+    sources: dict[str, Any]  # where the data came from (Federation.sources)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.config.strategy,
             "config": self.config.as_dict(),
+            "data": self.sources,
             "rounds": [r.as_dict() for r in self.rounds],
             "final": {"rsum": self.rounds[-1].test.rsum, **self.rounds[-1].test.as_dict()},
         }
@@ -90,16 +92,22 @@ def run_simulation(
     on_round: Callable[[RoundResult], None] | None = None,
     progress: Progress | None = None,
 ) -> SimulationResult:
-    """Run ``config.rounds`` rounds and return every round's metrics. Deterministic in ``config.seed``."""
+    """Run ``config.rounds`` rounds on the built-in data and return every round's metrics.
+    Deterministic in ``config.seed``."""
+    return run_federation(builtin_federation(config), on_round=on_round, progress=progress)
+
+
+def run_federation(
+    federation: Federation,
+    *,
+    on_round: Callable[[RoundResult], None] | None = None,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """Run ``federation.config.rounds`` rounds and return every round's metrics."""
     report = progress or (lambda stage, done, total: None)
+    config, server, data, clients = federation.config, federation.server, federation.data, federation.clients
     device = torch.device(config.device)
     round_config = config.round_config()
-    server = rounds.new_server(round_config, device=device)
-    public = public_scenes(config)  # generated once: the server's pairs and the clients' captions
-    data = build_data(config, server.tokenizer, public)
-    clients = build_clients(config, public) if config.federated else []
-    if config.strategy == "centralized":
-        data = rounds.ServerData(centralized_pairs(config, data, server.tokenizer), data.evaluation)
     results = []
     for number in range(1, config.rounds + 1):
         started = time.perf_counter()
@@ -135,7 +143,7 @@ def run_simulation(
         results.append(result)
         if on_round is not None:
             on_round(result)
-    return SimulationResult(config=config, rounds=results)
+    return SimulationResult(config=config, rounds=results, sources=federation.sources)
 
 
 def _local_rounds(

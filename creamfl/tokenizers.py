@@ -12,8 +12,6 @@ to the agents, so an agent needs neither transformers nor the MiniLM package.
 
 from __future__ import annotations
 
-import itertools
-import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,13 +24,11 @@ from torch import Tensor
 
 from creamfl.data.scenes import vocabulary
 from creamfl.text import Tokenizer, WordTokenizer
-from shared_schemas.vocabulary import TOKENIZER_PATTERN
+from shared_schemas.vocabulary import check_tokenizer_choice
 
 BUILTIN_WORDS = "builtin-words"
 WORDPIECE_MINILM = "wordpiece-minilm"
-TOKENIZER_CHOICE = re.compile(TOKENIZER_PATTERN)
 MINILM_VOCAB = Path(__file__).parent / "assets" / "minilm-vocab.txt"
-MIN_TRAINED_VOCAB, MAX_TRAINED_VOCAB = 100, 100_000
 DEFAULT_MAX_LENGTH = 32
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 UNK_WARN_SHARE = 0.05
@@ -43,11 +39,7 @@ ASCII_ALPHABET = (
 
 def check_choice(choice: str) -> str:
     """``choice`` if it names a tokenizer; else a ValueError saying what is allowed."""
-    if not TOKENIZER_CHOICE.match(choice):
-        raise ValueError(f"tokenizer {choice!r}: expected builtin-words, wordpiece-minilm or trained:V (V tokens)")
-    if choice.startswith("trained:") and not MIN_TRAINED_VOCAB <= trained_size(choice) <= MAX_TRAINED_VOCAB:
-        raise ValueError(f"tokenizer {choice!r}: V must lie in [{MIN_TRAINED_VOCAB}, {MAX_TRAINED_VOCAB}]")
-    return choice
+    return check_tokenizer_choice(choice)
 
 
 def trained_size(choice: str) -> int:
@@ -101,32 +93,49 @@ def minilm_wordpiece(*, max_length: int = DEFAULT_MAX_LENGTH) -> WordPieceTokeni
 def train_wordpiece(
     captions: Iterable[str], vocab_size: int, *, max_length: int = DEFAULT_MAX_LENGTH
 ) -> WordPieceTokenizer:
-    """A lower-cased BERT-style WordPiece vocabulary of at most ``vocab_size`` tokens, trained on ``captions``."""
-    return _bert_style(models.WordPiece(unk_token="[UNK]"), max_length, train_on=(captions, vocab_size))
+    """A lower-cased BERT-style WordPiece vocabulary of about ``vocab_size`` tokens (never fewer than
+    the 141 that spell any ASCII text), learnt from ``captions``; deterministic: the same captions
+    give the same ids, in any process."""
+    return _bert_style(models.WordPiece(vocab=_learn_vocabulary(captions, vocab_size), unk_token="[UNK]"), max_length)
 
 
-def _bert_style(
-    model: models.Model, max_length: int, *, train_on: tuple[Iterable[str], int] | None = None
-) -> WordPieceTokenizer:
+def _learn_vocabulary(captions: Iterable[str], vocab_size: int) -> dict[str, int]:
+    """At most ``vocab_size`` word pieces learnt by BPE merges over the normalised, pre-tokenised
+    captions: each learnt piece both at a word's start and inside it (``##``).
+
+    Deterministic, unlike the ``tokenizers`` library's WordPiece trainer, which numbers (and, on
+    ties, picks) its pieces in hash order, so two trainings on the same text differ
+    (huggingface/tokenizers#1794); its plain BPE trainer gives the same pieces every time. Every
+    printable ASCII character is a piece, seen in the captions or not, so a word they never used
+    still splits into pieces rather than becoming [UNK].
+    """
+    learner = HFTokenizer(models.BPE(unk_token="[UNK]"))
+    learner.normalizer = _normalizer()
+    learner.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=(vocab_size - len(SPECIALS)) // 2 + len(SPECIALS),
+        special_tokens=list(SPECIALS),
+        initial_alphabet=list(ASCII_ALPHABET),
+        show_progress=False,
+    )
+    learner.train_from_iterator(captions, trainer=trainer)
+    learnt = sorted(learner.get_vocab().items(), key=lambda item: item[1])  # specials first, by id
+    pieces = [piece for piece, _ in learnt if piece not in SPECIALS]
+    ordered = [*SPECIALS, *pieces, *(f"##{piece}" for piece in pieces)]
+    return {piece: index for index, piece in enumerate(ordered)}
+
+
+def _normalizer() -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(lowercase=True)
+
+
+def _bert_style(model: models.Model, max_length: int) -> WordPieceTokenizer:
     """BERT uncased's pipeline around a WordPiece model: normalise (lower-case), split on whitespace
-    and punctuation, pieces, then ``[CLS] .. [SEP]``; with ``train_on``, learn the vocabulary first."""
+    and punctuation, pieces, then ``[CLS] .. [SEP]``."""
     tokenizer = HFTokenizer(model)
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.normalizer = _normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    if train_on is not None:
-        texts, vocab_size = train_on
-        # Every printable ASCII character is a piece, at a word's start and inside it, seen in the
-        # captions or not: a word the public captions never used still splits into pieces rather
-        # than becoming [UNK]. (Inner pieces are learnt from use only, hence the one extra line.)
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            special_tokens=list(SPECIALS),
-            initial_alphabet=list(ASCII_ALPHABET),
-            show_progress=False,
-        )
-        inner = " ".join(f"a{c}" for c in string.ascii_lowercase + string.digits)
-        tokenizer.train_from_iterator(itertools.chain(texts, [inner]), trainer=trainer)
     cls_id, sep_id = _special_id(tokenizer, "[CLS]"), _special_id(tokenizer, "[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared_schemas.datasets import SHA256_PATTERN
-from shared_schemas.vocabulary import TOKENIZER_PATTERN, AggregationStrategy, PayloadDtype, ServerSchedule, TextEncoder
+from shared_schemas.vocabulary import (
+    TOKENIZER_PATTERN,
+    AggregationStrategy,
+    PayloadDtype,
+    ServerSchedule,
+    TextEncoder,
+    check_tokenizer_choice,
+)
 
 FederationState = Literal["created", "running", "paused", "stopped", "completed", "failed"]
 
@@ -103,6 +110,11 @@ class FederationCreate(_Strict):
     payload_dtype: PayloadDtype = "float16"
     client: ClientTrainingSpec = ClientTrainingSpec()
     server: ServerSpec = ServerSpec()
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, choice: str) -> str:
+        return check_tokenizer_choice(choice)
 
     @model_validator(mode="after")
     def _consistent(self) -> FederationCreate:

@@ -73,6 +73,7 @@ def test_a_trained_tokenizer_travels_as_json_and_encodes_alike() -> None:
 
     # Assert
     assert isinstance(loaded, WordPieceTokenizer) and loaded.vocab_size == trained.vocab_size <= 300
+    assert tokenizer_json(build_tokenizer("trained:300", public_captions())) == text  # deterministic
     assert torch.equal(loaded.encode(NEWS[:5]), trained.encode(NEWS[:5]))
     assert trained.encode(["a dog"]).shape == (1, trained.max_length)
 

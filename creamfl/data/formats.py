@@ -8,7 +8,6 @@ problem with the files is reported as a ``ValueError`` naming the file and what 
 from __future__ import annotations
 
 import csv
-import json
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from creamfl.data.sources import PairSource, check_image_size
 from creamfl.data.types import ImageFiles, ImageTextPairs, LabelledImages, LabelledTexts
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
@@ -30,72 +30,11 @@ CIFAR_SIDE = 32
 def load_karpathy_captions(
     json_path: Path, image_root: Path, *, split: str | Sequence[str], image_size: int
 ) -> ImageTextPairs:
-    """Images of the given split(s) with all their captions, in file order; images load lazily."""
-    _check_image_size(image_size)
-    wanted = {split} if isinstance(split, str) else set(split)
-    entries = _karpathy_entries(json_path)
-    paths: list[Path] = []
-    captions: list[str] = []
-    caption_image: list[int] = []
-    for position, entry in enumerate(entries):
-        if _field(entry, "split", str, json_path, position) not in wanted:
-            continue
-        for caption in _karpathy_sentences(entry, json_path, position):
-            captions.append(caption)
-            caption_image.append(len(paths))
-        paths.append(_karpathy_image_path(entry, image_root, json_path, position))
-    if not paths:
-        raise ValueError(f"{json_path}: no image in split(s) {sorted(wanted)}")
-    _check_files_exist(paths, json_path)
-    return ImageTextPairs(
-        images=ImageFiles(tuple(paths), image_size),
-        captions=tuple(captions),
-        caption_image=torch.tensor(caption_image, dtype=torch.long),
-    )
-
-
-def _karpathy_entries(json_path: Path) -> list[Any]:
-    try:
-        document = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ValueError(f"caption file {json_path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{json_path}: not a readable JSON file: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
-        raise ValueError(f"{json_path}: expected an object with an 'images' list (Karpathy layout)")
-    images: list[Any] = document["images"]
-    return images
-
-
-def _karpathy_sentences(entry: Any, json_path: Path, position: int) -> list[str]:
-    sentences = _field(entry, "sentences", list, json_path, position)
-    if not sentences:
-        raise ValueError(f"{json_path}: image #{position} ({entry.get('filename')!r}) has no sentences")
-    return [_field(s, "raw", str, json_path, position).strip() for s in sentences]
-
-
-def _karpathy_image_path(entry: Any, image_root: Path, json_path: Path, position: int) -> Path:
-    filename: str = _field(entry, "filename", str, json_path, position)
-    # Only COCO entries carry a sub-folder (train2014/val2014); Flickr30k images sit in the root.
-    folder = entry.get("filepath", "")
-    if not isinstance(folder, str):
-        raise ValueError(f"{json_path}: image #{position} has a non-string 'filepath'")
-    return image_root / folder / filename
-
-
-def _field(record: Any, key: str, kind: type, json_path: Path, position: int) -> Any:
-    if not isinstance(record, dict) or key not in record:
-        raise ValueError(f"{json_path}: image #{position} lacks the key {key!r}")
-    value = record[key]
-    if not isinstance(value, kind):
-        raise ValueError(f"{json_path}: image #{position} has {key!r} of type {type(value).__name__}")
-    return value
-
-
-def _check_files_exist(paths: Sequence[Path], json_path: Path) -> None:
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise ValueError(f"{json_path}: {len(missing)} of {len(paths)} image files are missing, first: {missing[0]}")
+    """Images of the given split(s) with all their captions, in file order; images load lazily
+    (read by :class:`creamfl.data.sources.PairSource`, the one reader of caption files)."""
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    text = f"karpathy:{json_path}?images={image_root}&split={','.join(splits)}"
+    return PairSource("karpathy", json_path, image_root, splits, text).load_pairs(image_size)
 
 
 # --- CIFAR-100 python pickles -----------------------------------------------------------------
@@ -204,7 +143,7 @@ def load_image_folder(root: Path, *, image_size: int) -> LabelledImages:
 
     Class folders without images are skipped, so ``class_names`` lists only classes that occur.
     """
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
@@ -231,8 +170,3 @@ def load_image_folder(root: Path, *, image_size: int) -> LabelledImages:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _check_image_size(image_size: int) -> None:
-    if image_size <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")

@@ -9,7 +9,8 @@ original image bytes (never re-encoded), its captions and its id:
   not depend on how a map is ordered: the same items always make the same shard and the same hash).
 
 A shard opened from a file is memory-mapped and reads one item's bytes at a time, so whoever walks a
-dataset holds one shard's index and one image in memory, not the dataset.
+dataset holds one shard's index and one image in memory, not the dataset; :class:`ShardFiles` reads
+a dataset's rows in any order that way, with a couple of shards open at a time.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,11 +32,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from creamfl.data.types import ImageTextPairs
+
 SHARD_FORMAT = "creamfl-pairs/1"
 MAX_SHARD_ITEMS = 1000
 MAX_SHARD_BYTES = 64 * 2**20
 # A shard's index is JSON in the safetensors header; its reader refuses headers above this.
 MAX_INDEX_BYTES = 16 * 2**20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -188,21 +193,101 @@ class ShardedImages:
     def __init__(self, shards: Sequence[Shard], size: int) -> None:
         self.shards = list(shards)
         self.size = size
-        counts = torch.tensor([len(s) for s in self.shards], dtype=torch.long)
-        self._starts = torch.cumsum(counts, 0) - counts  # [S] first global row of each shard
-        self._total = int(counts.sum())
+        self._rows = _ShardRows([len(s) for s in self.shards])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        return torch.stack(self._rows.gather(index, lambda shard, item: self.shards[shard].image(item, self.size)))
+
+
+class ShardFiles:
+    """The items of a run of shard files, opened on demand: at most ``keep_open`` shards (their
+    index and memory map) are held at a time, the least recently used closed first, so memory is
+    bounded by a shard, not by the dataset. ``counts`` are the shards' item counts (from the
+    dataset's manifest); a file that holds another count is refused when opened.
+
+    As an image source, an index batch gives ``[B, 3, size, size]`` uint8."""
+
+    def __init__(self, paths: Sequence[Path], counts: Sequence[int], size: int, *, keep_open: int = 2) -> None:
+        if len(paths) != len(counts):
+            raise ValueError(f"{len(paths)} shard files for {len(counts)} item counts")
+        if keep_open < 1:
+            raise ValueError(f"keep_open must be at least 1, got {keep_open}")
+        self.paths = list(paths)
+        self.counts = list(counts)
+        self.size = size
+        self.keep_open = keep_open
+        self._rows = _ShardRows(self.counts)
+        self._open: OrderedDict[int, Shard] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        return torch.stack(self._rows.gather(index, lambda shard, item: self.shard(shard).image(item, self.size)))
+
+    def captions(self, index: Tensor) -> list[tuple[str, ...]]:
+        """The captions of the items ``index``, in its order."""
+        return self._rows.gather(index, lambda shard, item: self.shard(shard).index.captions[item])
+
+    @property
+    def open_shards(self) -> tuple[int, ...]:
+        """The numbers of the shards open now, the least recently used first."""
+        return tuple(self._open)
+
+    def shard(self, number: int) -> Shard:
+        """Shard ``number``, opened (and the least recently used one closed) if it is not open."""
+        shard = self._open.pop(number, None)
+        if shard is None:
+            shard = Shard.open(self.paths[number])
+            if len(shard) != self.counts[number]:
+                raise ValueError(f"{self.paths[number]}: {len(shard)} items, the manifest says {self.counts[number]}")
+            while len(self._open) >= self.keep_open:
+                self._open.popitem(last=False)
+        self._open[number] = shard
+        return shard
+
+
+class _ShardRows:
+    """Rows of a dataset whose items lie in consecutive shards of ``counts`` items."""
+
+    def __init__(self, counts: Sequence[int]) -> None:
+        sizes = torch.tensor(list(counts), dtype=torch.long)
+        self._starts = torch.cumsum(sizes, 0) - sizes  # [S] first row of each shard
+        self._total = int(sizes.sum())
 
     def __len__(self) -> int:
         return self._total
 
-    def __getitem__(self, index: Tensor) -> Tensor:
+    def gather(self, index: Tensor, read: Callable[[int, int], T]) -> list[T]:
+        """``read(shard, item)`` of every row of ``index``, in its order; rows are read shard by
+        shard, so a batch opens each of its shards once."""
         rows = index.reshape(-1)
         if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self._total):
-            raise IndexError(f"image rows must lie in [0, {self._total})")
+            raise IndexError(f"rows must lie in [0, {self._total})")
         shard_of = torch.searchsorted(self._starts, rows, right=True) - 1  # [B]
-        return torch.stack(
-            [
-                self.shards[s].image(int(row - self._starts[s]), self.size)
-                for s, row in zip(shard_of.tolist(), rows.tolist(), strict=True)
-            ]
-        )
+        items = (rows - self._starts[shard_of]).tolist()
+        shards = shard_of.tolist()
+        found: dict[int, T] = {}
+        for position in sorted(range(len(shards)), key=shards.__getitem__):
+            found[position] = read(shards[position], items[position])
+        return [found[position] for position in range(len(shards))]
+
+
+def decoded_pairs(shards: Iterable[Shard], size: int) -> ImageTextPairs:
+    """Every item of ``shards`` with every caption, images decoded into memory (``[N, 3, size, size]``
+    uint8): the server's public and evaluation sets, which it reads every round."""
+    images: list[Tensor] = []
+    captions: list[str] = []
+    caption_image: list[int] = []
+    for shard in shards:
+        for item in range(len(shard)):
+            for caption in shard.index.captions[item]:
+                captions.append(caption)
+                caption_image.append(len(images))
+            images.append(shard.image(item, size))
+    if not images:
+        raise ValueError("no items")
+    return ImageTextPairs(torch.stack(images), tuple(captions), torch.tensor(caption_image, dtype=torch.long))

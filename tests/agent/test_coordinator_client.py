@@ -82,7 +82,7 @@ def test_enroll_public_set_task_download_upload_report(
     report = client.report(task.round, {"task_loss": 1.5})
 
     # Assert
-    assert manifest["kind"] == "builtin" and manifest["size"] == 24 and manifest["embed_dim"] == 16
+    assert manifest.kind == "builtin" and manifest.size == 24 and manifest.embed_dim == 16
     assert hashlib.sha256(path.read_bytes()).hexdigest() == task.global_sha256["text"]
     assert first.created and not again.created and again.upload.sha256 == first.upload.sha256
     assert report.metrics == {"task_loss": 1.5}
@@ -162,7 +162,7 @@ def test_a_503_burst_is_retried_honouring_retry_after(live_url: str) -> None:
     # Assert
     outcomes = [s.outcome for s in proxy.requests("GET", "/public-set")]
     assert outcomes == ["injected 503"] * 3 + ["injected 429", "relayed 200"]
-    assert manifest["size"] == 24
+    assert manifest.size == 24
     assert elapsed >= 4 * 0.3  # FAST alone would have waited at most 4 * 0.05 s
 
 

@@ -1,0 +1,1 @@
+"""Registered datasets: where a source may be read from, validating its items, registering it as shards."""
