@@ -121,7 +121,14 @@ def _strategies(operation: Any, target: Target) -> dict[str, Any]:
 
 def _negatable(operation: Any, pinned: set[str]) -> bool:
     parameters = [p for p in operation.iter_parameters() if p.name.lower() != "authorization" and p.name not in pinned]
-    return bool(parameters) or bool(operation.body)
+    return any(map(_constrained, parameters)) or bool(operation.body)
+
+
+def _constrained(parameter: Any) -> bool:
+    """Whether some value breaks the parameter (any text is a valid optional header like Range)."""
+    schema = {key: value for key, value in parameter.optimized_schema.items() if key != "title"}
+    any_text = schema in ({"type": "string"}, {"anyOf": [{"type": "string"}, {"type": "null"}]})
+    return parameter.is_required or not any_text
 
 
 def _fuzz(operation: Any, target: Target, session: Any, tally: Tally) -> None:
