@@ -4,14 +4,40 @@ one byte Range and If-Range."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Response, status
+from fastapi import Depends, Header, Response, status
 from fastapi.responses import StreamingResponse
 
 from coordinator_service.api.ranges import parse_range
 from coordinator_service.artifacts import ArtifactStore
 
 MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """A download's conditional headers: ``Range``, ``If-Range``, ``If-None-Match``."""
+
+    range: str | None
+    if_range: str | None
+    if_none_match: str | None
+
+    def whole(self, sha256: str) -> bool:
+        """Whether the whole artifact is asked for (not a part, not a cache check)."""
+        return self.range is None and self.if_none_match != etag_of(sha256)
+
+
+def download_conditions(
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Conditions:
+    return Conditions(range_header, if_range, if_none_match)
+
+
+ConditionsDep = Annotated[Conditions, Depends(download_conditions)]
 
 
 def etag_of(sha256: str) -> str:
@@ -23,20 +49,19 @@ def artifact_response(
     sha256: str,
     *,
     size: int,
-    range_header: str | None,
-    if_range: str | None,
-    if_none_match: str | None,
+    conditions: Conditions,
     headers: Mapping[str, str],
 ) -> Response:
     """304 when the client holds this content; else 206 for a range, 200 for the whole artifact.
 
     A bad range is refused (422, 416) even when If-Range would have it ignored."""
     etag = etag_of(sha256)
-    if if_none_match == etag:
+    if conditions.if_none_match == etag:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"etag": etag})
-    byte_range = parse_range(range_header, size) if range_header is not None else None
+    byte_range = parse_range(conditions.range, size) if conditions.range is not None else None
     common = {**headers, "etag": etag, "x-content-sha256": sha256, "accept-ranges": "bytes"}
-    if byte_range is None or (if_range is not None and if_range != etag):  # another version: all of it
+    another_version = conditions.if_range is not None and conditions.if_range != etag
+    if byte_range is None or another_version:  # all of it
         return StreamingResponse(
             store.open_range(sha256), media_type=MEDIA_TYPE, headers={**common, "content-length": str(size)}
         )

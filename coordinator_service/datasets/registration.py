@@ -12,8 +12,8 @@ shards; after ``max_job_attempts`` lost leases it fails.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +27,7 @@ from coordinator_service.datasets.items import CannotRegister, validated_items
 from coordinator_service.datasets.roots import DatasetRoots
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Dataset, utcnow
+from coordinator_service.leases import RenewedLease
 from coordinator_service.settings import Settings
 from creamfl.data.shards import MAX_SHARD_BYTES, MAX_SHARD_ITEMS, dataset_sha256, encode_shard, pack
 from creamfl.data.sources import PairSource, parse_pair_source
@@ -92,7 +93,8 @@ class Registrar:
         log.info("dataset %s: registering (attempt %d)", claim.dataset_id, claim.attempt)
         attempt = _Attempt(self, claim)
         try:
-            with _LeaseKeeper(self, claim.dataset_id) as lease:
+            renew = functools.partial(self.renew, claim.dataset_id)
+            with RenewedLease(renew, lease_s=self.settings.lease_s, name=f"dataset {claim.dataset_id}") as lease:
                 attempt.run(lease)
         except CannotRegister as exc:
             self._fail(claim, str(exc))
@@ -105,6 +107,14 @@ class Registrar:
             attempt.discard()
             self._release(claim, f"attempt {claim.attempt} stopped on {type(exc).__name__} (see the worker's log)")
         return True
+
+    def renew(self, dataset_id: str, **progress: int) -> bool:
+        """Extend the registration's lease (and record its progress); False once it is not ours."""
+        expires_at = self.clock() + timedelta(seconds=self.settings.lease_s)
+        with transaction(self.factory) as session:
+            return repo.renew_registration(
+                session, dataset_id=dataset_id, owner=self.owner, expires_at=expires_at, **progress
+            )
 
     def _claim(self) -> Claim | None:
         """The oldest registering dataset with a free or expired lease, leased to this worker; one whose
@@ -156,7 +166,7 @@ class _Attempt:
         self.claim = claim
         self.shards: list[ShardRef] = []
 
-    def run(self, lease: _LeaseKeeper) -> None:
+    def run(self, lease: RenewedLease) -> None:
         source, store = self.claim.source, self.registrar.store
         roots = DatasetRoots(self.registrar.settings.dataset_roots)
         for path in source.files():
@@ -170,7 +180,8 @@ class _Attempt:
             data = encode_shard(group)
             self.shards.append(ShardRef(sha256=store.put_bytes(data), size=len(data), items=len(group)))
             items, written = items + len(group), written + len(data)
-            lease.progress(items=items, bytes=written)
+            if lease.lost.is_set() or not self.registrar.renew(self.claim.dataset_id, items=items, bytes=written):
+                raise LeaseLost(self.claim.dataset_id)
         if SourceStamp.of(source.path) != stamp:
             raise CannotRegister(f"the source file {source.path} changed while it was registered; register it again")
         self._check_still_stored()
@@ -227,43 +238,3 @@ def _mark_failed(dataset: Dataset, reason: str) -> None:
     dataset.state, dataset.failure_reason = "failed", reason
     dataset.items = dataset.bytes = 0  # what it counted is gone
     dataset.lease_owner = dataset.lease_expires_at = None
-
-
-class _LeaseKeeper:
-    """Keeps the registration's lease: renewed every third of its length by a thread while the work
-    runs, and with each progress update, which raises :class:`LeaseLost` once it is lost."""
-
-    def __init__(self, registrar: Registrar, dataset_id: str) -> None:
-        self.registrar, self.dataset_id = registrar, dataset_id
-        self.lost = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"lease-{dataset_id}", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def progress(self, **counts: int) -> None:
-        if self.lost.is_set() or not self._renew(**counts):
-            raise LeaseLost(self.dataset_id)
-
-    def _renew(self, **counts: int) -> bool:
-        registrar = self.registrar
-        expires_at = registrar.clock() + timedelta(seconds=registrar.settings.lease_s)
-        with transaction(registrar.factory) as session:
-            return repo.renew_registration(
-                session, dataset_id=self.dataset_id, owner=registrar.owner, expires_at=expires_at, **counts
-            )
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.registrar.settings.lease_s / 3):
-            try:
-                if not self._renew():
-                    self.lost.set()
-                    return
-            except Exception:
-                log.exception("dataset %s: lease renewal failed", self.dataset_id)

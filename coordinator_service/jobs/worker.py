@@ -5,6 +5,7 @@ with the round transition. Runs in the coordinator process (a thread) or alone
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -24,6 +25,7 @@ from coordinator_service.db.models import Artifact, Dataset, Federation, Job, Ro
 from coordinator_service.jobs import queue
 from coordinator_service.jobs.compute import JobInput, JobRunner, UploadRef, resolve_device
 from coordinator_service.jobs.results import JobOutput
+from coordinator_service.leases import RenewedLease
 from coordinator_service.metrics import JOB_SECONDS, JOBS_FINISHED
 from coordinator_service.services.job_results import record_job_result
 from coordinator_service.services.rounds import JOB_FOR_STATE, config_of, fail_round, handle_deadline
@@ -74,7 +76,8 @@ class Worker:
         log.info("job %s (%s, round %s) claimed", job_id, kind, snapshot.round_number)
         started = time.perf_counter()
         try:
-            with _LeaseKeeper(self, job_id):
+            renew = functools.partial(self.renew, job_id)
+            with RenewedLease(renew, lease_s=self.settings.lease_s, name=f"job {job_id}"):
                 output = self.runner.run(snapshot)
                 if self.settings.job_hold_s:
                     time.sleep(self.settings.job_hold_s)
@@ -86,6 +89,11 @@ class Worker:
         JOB_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
         log.info("job %s (%s) %s", job_id, kind, "committed" if committed else "lost its lease; result dropped")
         return True
+
+    def renew(self, job_id: int) -> bool:
+        """Extend a running job's lease; False once another worker holds it."""
+        with transaction(self.factory) as session:
+            return queue.renew(session, job_id=job_id, owner=self.owner, lease_s=self.settings.lease_s)
 
     def collect_garbage(self) -> list[str]:
         """Delete artifact files no row references (left by a crash between a file's rename and its commit)."""
@@ -196,34 +204,3 @@ def _shards(session: Session, dataset_id: str | None) -> tuple[str, ...]:
     """A registered dataset's shard hashes, in order (none for the built-in set)."""
     dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
     return tuple(shard["sha256"] for shard in (dataset.shards or [])) if dataset is not None else ()
-
-
-class _LeaseKeeper:
-    """Renews the job's lease every third of its length while the job runs."""
-
-    def __init__(self, worker: Worker, job_id: int) -> None:
-        self.worker, self.job_id = worker, job_id
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def _run(self) -> None:
-        interval = self.worker.settings.lease_s / 3
-        while not self.stop.wait(interval):
-            try:
-                with transaction(self.worker.factory) as session:
-                    kept = queue.renew(
-                        session, job_id=self.job_id, owner=self.worker.owner, lease_s=self.worker.settings.lease_s
-                    )
-                if not kept:
-                    log.warning("job %s: lease lost", self.job_id)
-                    return
-            except Exception:
-                log.exception("job %s: lease renewal failed", self.job_id)

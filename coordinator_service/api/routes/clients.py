@@ -23,7 +23,7 @@ from coordinator_service.api.deps import (
     ServicesDep,
     SessionDep,
 )
-from coordinator_service.api.downloads import artifact_response, etag_of
+from coordinator_service.api.downloads import ConditionsDep, artifact_response
 from coordinator_service.artifacts import StagedArtifact
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Client, Participant, Report, Upload
@@ -101,9 +101,7 @@ def download_global(
     modality: ModalityPath,
     client: CurrentClient,
     services: ServicesDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
-    if_range: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    conditions: ConditionsDep,
 ) -> Response:
     """The round's global representations of one modality (safetensors), with ETag and Range."""
     with transaction(services.db) as session:
@@ -113,7 +111,7 @@ def download_global(
         sha = round_.global_reps[modality]
         participant = repo.participant(session, round_=round_, client_id=client.id)
         size = services.store.size(sha)
-        whole = range_header is None and if_none_match != etag_of(sha)  # only a whole download counts
+        whole = conditions.whole(sha)  # only a whole download counts
         if participant is not None and whole:
             # Incremented in SQL: concurrent downloads must not lose a count.
             session.execute(
@@ -125,9 +123,7 @@ def download_global(
         services.store,
         sha,
         size=size,
-        range_header=range_header,
-        if_range=if_range,
-        if_none_match=if_none_match,
+        conditions=conditions,
         headers={"cache-control": "private, max-age=86400, immutable"},
     )
     if whole:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,7 +19,7 @@ from coordinator_service.api.deps import (
     ServicesDep,
     SessionDep,
 )
-from coordinator_service.api.downloads import artifact_response
+from coordinator_service.api.downloads import ConditionsDep, artifact_response
 from coordinator_service.db.engine import transaction
 from coordinator_service.errors import NotFound
 from coordinator_service.services import clients as client_service
@@ -74,9 +74,7 @@ def download_checkpoint(
     which: Literal["latest", "best"],
     services: ServicesDep,
     _: AdminDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
-    if_range: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    conditions: ConditionsDep,
 ) -> Response:
     """The server model and its optimizer state (safetensors; load with creamfl.checkpoint.load_training_state)."""
     with transaction(services.db) as session:
@@ -88,9 +86,7 @@ def download_checkpoint(
         services.store,
         sha,
         size=services.store.size(sha),
-        range_header=range_header,
-        if_range=if_range,
-        if_none_match=if_none_match,
+        conditions=conditions,
         # The id is [A-Za-z0-9_-]: safe in a quoted filename.
         headers={"content-disposition": f'attachment; filename="{federation_id}-{which}.safetensors"'},
     )

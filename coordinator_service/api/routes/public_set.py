@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
 from coordinator_service import repositories as repo
 from coordinator_service.api.deps import CurrentClient, FederationId, ServicesDep
-from coordinator_service.api.downloads import artifact_response
+from coordinator_service.api.downloads import ConditionsDep, artifact_response
 from coordinator_service.db.engine import transaction
 from coordinator_service.services import public_set as service
 from shared_schemas.datasets import SHA256_PATTERN, PublicSetManifest
@@ -40,9 +40,7 @@ def download_shard(
     sha256: Sha256Path,
     client: CurrentClient,
     services: ServicesDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
-    if_range: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    conditions: ConditionsDep,
 ) -> Response:
     """One shard of the public dataset, with ETag and Range (resumable)."""
     with transaction(services.db) as session:
@@ -51,9 +49,7 @@ def download_shard(
         services.store,
         sha256,
         size=size,
-        range_header=range_header,
-        if_range=if_range,
-        if_none_match=if_none_match,
+        conditions=conditions,
         headers=IMMUTABLE,
     )
 
@@ -63,9 +59,7 @@ def download_tokenizer(
     federation_id: FederationId,
     client: CurrentClient,
     services: ServicesDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
-    if_range: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    conditions: ConditionsDep,
 ) -> Response:
     """The federation's WordPiece client tokenizer (JSON of the ``tokenizers`` library); 404 for the built-in words."""
     with transaction(services.db) as session:
@@ -74,8 +68,6 @@ def download_tokenizer(
         services.store,
         sha,
         size=services.store.size(sha),
-        range_header=range_header,
-        if_range=if_range,
-        if_none_match=if_none_match,
+        conditions=conditions,
         headers=IMMUTABLE,
     )
