@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from client_agent.errors import AgentError
-from client_agent.settings import DATA_HELP
 from creamfl import __version__
+from creamfl.data.specs import DATA_SPEC_HELP
 
 PROG = "creamfl-agent"
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--federation", help="the federation id")
     run.add_argument("--join-token", dest="join_token", help="the federation's join token (first start only)")
     run.add_argument("--modality", help="image, text or multimodal: what this client's data holds")
-    run.add_argument("--data", help=f"the private data: {DATA_HELP}")
+    run.add_argument("--data", help=f"the private data: {DATA_SPEC_HELP}")
     run.add_argument("--model", help="image-cnn-s|m, text-gru-s|m, dual-s|m, optionally :DIM (default by modality)")
     run.add_argument("--name", help="this client's name in the federation (default: <hostname>-<modality>)")
     run.add_argument("--state-dir", dest="state_dir", type=Path, help="identity, model and caches")

@@ -12,6 +12,7 @@ as :class:`~client_agent.coordinator_errors.CoordinatorError` subclasses whose m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, stop_never
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from client_agent.coordinator_errors import (
@@ -48,14 +49,37 @@ log = logging.getLogger("client_agent.http")
 T = TypeVar("T")
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 _TASK = TypeAdapter[Task](Task)
+# The coordinator took the request, then the connection broke (it was killed or restarted).
+_CUT_BY_THE_COORDINATOR = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    retry_for_s: float = 600.0  # give up after this long; 0: never
+    # Give up after this long without reaching a working coordinator; 0: never. Reaching it (an
+    # answer other than a 5xx, or a connection it dropped mid-request, as a restart does) restarts
+    # the window, so a coordinator restarted again and again during one long call is waited for.
+    retry_for_s: float = 600.0
     initial_s: float = 0.5
     max_backoff_s: float = 30.0
     max_retry_after_s: float = 300.0
+
+
+class RetryWindow:
+    """How long a call may still retry: ``retry_for_s`` from its start or from the last time it
+    reached the coordinator, whichever is later (``retry_for_s`` 0: forever)."""
+
+    def __init__(self, retry_for_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_for_s, self.clock = retry_for_s, clock
+        self.since = clock()
+
+    def reached(self) -> None:
+        self.since = self.clock()
+
+    def remaining(self) -> float:
+        return max(self.retry_for_s - (self.clock() - self.since), 0.0) if self.retry_for_s > 0 else float("inf")
+
+    def expired(self, _state: RetryCallState) -> bool:
+        return self.remaining() <= 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +196,7 @@ class CoordinatorClient:
         """Run ``send`` (one attempt; returns a response or a value) under the retry policy."""
         started = time.monotonic()
         attempts = 0
+        window = RetryWindow(self.retry.retry_for_s)
 
         def attempt() -> T:
             nonlocal attempts
@@ -183,16 +208,19 @@ class CoordinatorClient:
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
                     raise ConfigError(f"{what}: cannot send the request: {exc}; check --coordinator") from exc
+                if isinstance(exc, _CUT_BY_THE_COORDINATOR):
+                    window.reached()
                 raise Transient(describe_transport(exc)) from exc
             if isinstance(result, httpx.Response):
+                if result.status_code < 500:
+                    window.reached()
                 check_status(what, result)
             return result
 
-        stop = stop_after_delay(self.retry.retry_for_s) if self.retry.retry_for_s > 0 else stop_never
         retrying = Retrying(
             retry=retry_if_exception_type(Transient),
-            wait=self._wait,
-            stop=stop,
+            wait=functools.partial(self._wait, window),
+            stop=window.expired,
             sleep=self._sleep,
             before_sleep=lambda state: self._log_retry(what, state),
             reraise=True,
@@ -211,16 +239,13 @@ class CoordinatorClient:
                 f"{what}: the coordinator kept failing ({exc}) after {tail}; try again later or ask its operator"
             ) from exc
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, window: RetryWindow, state: RetryCallState) -> float:
         assert state.outcome is not None
         exc = state.outcome.exception()
-        elapsed = state.seconds_since_start or 0.0
         delay = float(self._backoff(state))
         if isinstance(exc, Transient) and exc.retry_after is not None:
             delay = min(max(exc.retry_after, 0.0), self.retry.max_retry_after_s)
-        if self.retry.retry_for_s > 0:
-            delay = min(delay, max(self.retry.retry_for_s - elapsed, 0.0))
-        return delay
+        return min(delay, window.remaining())
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):

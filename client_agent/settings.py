@@ -16,10 +16,6 @@ from client_agent.errors import ConfigError
 AgentModality = Literal["image", "text", "multimodal"]
 Device = Literal["auto", "cpu", "cuda"]
 MODALITY_CHOICES: tuple[AgentModality, ...] = ("image", "text", "multimodal")
-DATA_HELP = (
-    "builtin:SEED:I/K[?samples=N&alpha=A], image-folder:DIR, cifar100:DIR[?split=train|test], "
-    "ag-news:FILE.csv, karpathy:FILE.json?images=DIR[&split=train]"
-)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -226,3 +226,24 @@ def test_a_dropped_download_resumes_with_a_range_request(live_url: str, tmp_path
     assert "range" not in attempts[0].headers
     assert attempts[1].headers["range"] == "bytes=300-"
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_the_retry_window_restarts_whenever_the_coordinator_is_reached(live_url: str) -> None:
+    # Prepare: a coordinator that takes the request and drops the connection again and again (as
+    # one restarted many times does), for about twice the retry window
+    proxy = FaultProxy(int(live_url.rsplit(":", 1)[1]))
+    drops = proxy.add(Rule("GET", "/public-set", times=12, drop_after=0))
+    retry = RetryPolicy(retry_for_s=1.0, initial_s=0.15, max_backoff_s=0.2)
+    with httpx.Client(base_url=proxy.url) as http:
+        federation = create_federation(http, rounds=1)
+        client = enrolled(http, federation, retry=retry)
+
+        # Execute
+        started = time.monotonic()
+        manifest = client.public_set()
+        elapsed = time.monotonic() - started
+    proxy.close()
+
+    # Assert: it outlasted its window, because every attempt reached the coordinator
+    assert drops.applied == 12 and elapsed > 1.5
+    assert manifest.size == 24
