@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from creamfl import __version__
+from creamfl.data.samples import write_sample_scenario
 from creamfl.models import CLIENT_MODELS
 from creamfl.participants import Federation, builtin_federation
 from creamfl.payload import PAYLOAD_DTYPES
@@ -104,7 +105,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--exclude-self", action="store_true", default=None, help="the paper's j != i denominator")
     sim.add_argument("--no-normalize", dest="normalize_aggregate", action="store_false", default=None)
     sim.add_argument("--json", type=Path, help="write the rounds and the config to this file")
+    samples = commands.add_parser(
+        "samples",
+        help="write a small sample scenario in real formats (Karpathy JSON, CIFAR-100, AG_NEWS) to try them",
+        description="Writes, from the built-in scenes: DIR/coco (a Karpathy caption file and its JPEGs: train = "
+        "the public set, test = the evaluation set, restval = an image+text client's pairs), "
+        "DIR/cifar-100-python (an image client), DIR/ag_news.csv (a text client) and DIR/scenario.toml "
+        "(for creamfl simulate --scenario); prints their specs.",
+    )
+    samples.set_defaults(handler=_samples)
+    samples.add_argument("directory", type=Path)
+    samples.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _samples(args: argparse.Namespace) -> int:
+    scenario = write_sample_scenario(args.directory, seed=args.seed)
+    print(f"public: {scenario.public}\ntest:   {scenario.test}")
+    for modality, spec in scenario.clients.items():
+        print(f"client {modality}: {spec}")
+    print(f"scenario: {scenario.toml}")
+    return 0
 
 
 _CONFIG_FIELDS = set(SimulationConfig.__dataclass_fields__)

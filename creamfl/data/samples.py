@@ -17,9 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 from torch import Tensor
 
+from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.formats import AG_NEWS_CLASSES
 from creamfl.data.scenes import CLASS_NAMES, Scenes
 
@@ -200,3 +202,46 @@ def write_ag_news(path: Path, count: int, *, seed: int = 0) -> Path:
     with path.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(news_rows(count, seed=seed))
     return path
+
+
+# --- the paper's setting, in miniature --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleScenario:
+    """The specs of a written sample scenario: public and test pairs, one client per modality."""
+
+    public: str
+    test: str
+    clients: dict[str, str]  # modality -> data spec
+    toml: Path  # the same, as a `creamfl simulate --scenario` file
+
+
+def write_sample_scenario(
+    root: Path, *, seed: int = 0, public: int = 300, test: int = 100, private: int = 600, news: int = 600
+) -> SampleScenario:
+    """The paper's setting on real formats, from the built-in scenes: a Karpathy caption file (train:
+    the public set, test: the evaluation set, restval: an image+text client's pairs), CIFAR-100
+    pickles for an image client, an AG_NEWS CSV for a text client, and ``scenario.toml``."""
+    spec = BuiltinSpec(seed=seed, public_size=public, test_size=test, private_size=private, image_size=32)
+    pool = builtin_split(spec, "private")
+    half = len(pool) // 2
+    coco = write_karpathy(
+        root / "coco",
+        {
+            "train": builtin_split(spec, "public"),
+            "test": builtin_split(spec, "test"),
+            "restval": pool.subset(torch.arange(half, len(pool))),
+        },
+    )
+    cifar = write_cifar100(root / "cifar-100-python", pool.subset(torch.arange(half)), builtin_split(spec, "test"))
+    ag_news = write_ag_news(root / "ag_news.csv", news, seed=seed)
+    karpathy = f"karpathy:{coco.path.resolve()}?images={coco.images.resolve()}"
+    clients = {"image": f"cifar100:{cifar.resolve()}", "text": f"ag-news:{ag_news.resolve()}"}
+    clients["multimodal"] = f"{karpathy}&split=restval"
+    scenario = SampleScenario(f"{karpathy}&split=train", f"{karpathy}&split=test", clients, root / "scenario.toml")
+    lines = [f'public = "{scenario.public}"', f'test = "{scenario.test}"', 'tokenizer = "trained:2000"', ""]
+    for modality, data in clients.items():
+        lines += ["[[clients]]", f'modality = "{modality}"', f'data = "{data}"', ""]
+    scenario.toml.write_text("\n".join(lines), encoding="utf-8")
+    return scenario

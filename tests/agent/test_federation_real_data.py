@@ -9,12 +9,10 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from creamfl.data.builtin import BuiltinSpec, builtin_split
-from creamfl.data.samples import write_ag_news, write_cifar100, write_karpathy
+from creamfl.data.samples import SampleScenario, write_sample_scenario
 from tests.agent.helpers import FAST, agent_command, spawn_agent, stored_reports, wait_for_clients
 from tests.coordinator.helpers import ADMIN, API, Http, create_federation, round_detail, start
 from tests.coordinator.servers import coordinator_process
@@ -22,36 +20,8 @@ from tests.coordinator.servers import coordinator_process
 ROUNDS = 2
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """Data specs of the scenario, all under ``root``."""
-
-    root: Path
-    public: str
-    test: str
-    clients: dict[str, str]  # modality -> data spec
-
-
-def write_scenario(root: Path) -> Scenario:
-    spec = BuiltinSpec(seed=11, public_size=48, test_size=24, private_size=120, image_size=32)
-    private = builtin_split(spec, "private")
-    coco = write_karpathy(
-        root / "coco",
-        {
-            "train": builtin_split(spec, "public"),
-            "test": builtin_split(spec, "test"),
-            "restval": private.subset(private.labels.new_tensor(range(40))),
-        },
-    )
-    cifar = write_cifar100(root / "cifar-100-python", private, builtin_split(spec, "test"))
-    news = write_ag_news(root / "ag_news.csv", 80, seed=2)
-    karpathy = f"karpathy:{coco.path}?images={coco.images}"
-    return Scenario(
-        root=root,
-        public=f"{karpathy}&split=train",
-        test=f"{karpathy}&split=test",
-        clients={"image": f"cifar100:{cifar}", "text": f"ag-news:{news}", "multimodal": f"{karpathy}&split=restval"},
-    )
+def write_scenario(root: Path) -> SampleScenario:
+    return write_sample_scenario(root, seed=11, public=48, test=24, private=80, news=80)
 
 
 def register(http: Http, name: str, source: str, timeout: float = 120.0) -> str:
@@ -68,7 +38,7 @@ def register(http: Http, name: str, source: str, timeout: float = 120.0) -> str:
 def test_agents_on_real_formats_complete_a_federation_on_registered_datasets(tmp_path: Path) -> None:
     # Prepare: the files, a coordinator that may read them, the two datasets, the federation
     scenario = write_scenario(tmp_path / "sources")
-    settings = {**FAST, "dataset_roots": str(scenario.root)}
+    settings = {**FAST, "dataset_roots": str((tmp_path / "sources").resolve())}
     with coordinator_process(tmp_path / "data", **settings) as coordinator, coordinator.http() as http:
         public = register(http, "coco-train", scenario.public)
         evaluation = register(http, "coco-test", scenario.test)
