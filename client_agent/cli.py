@@ -18,7 +18,7 @@ from typing import Any
 
 from client_agent.errors import AgentError
 from creamfl import __version__
-from creamfl.data.specs import DATA_SPEC_HELP
+from creamfl.spec_syntax import DATA_SPEC_HELP
 
 PROG = "creamfl-agent"
 

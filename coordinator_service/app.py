@@ -7,16 +7,17 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator_service.api.before_body import BodyLimit
 from coordinator_service.api.deps import Services
 from coordinator_service.api.routes import clients, datasets, federations, health, public_set
-from coordinator_service.artifacts import LocalArtifactStore
+from coordinator_service.artifacts import ArtifactStore, LocalArtifactStore
 from coordinator_service.dashboard import routes as dashboard
 from coordinator_service.db.engine import make_engine, make_sessionmaker
 from coordinator_service.db.migrate import pending_migrations, upgrade
@@ -35,12 +36,13 @@ class UnmigratedDatabase(RuntimeError):
     pass
 
 
-def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
-    """``migrate``: bring the database to the newest schema first; otherwise refuse an unmigrated one."""
+def create_app(settings: Settings, *, migrate: bool = False, store: ArtifactStore | None = None) -> FastAPI:
+    """``migrate``: bring the database to the newest schema first; otherwise refuse an unmigrated one.
+    ``store``: the artifact store to use instead of the local directory of the settings (tests inject faults)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, migrate=migrate)
+        services = build_services(settings, migrate=migrate, store=store)
         app.state.services = services
         watcher_task = asyncio.create_task(services.watcher.run())
         stop = threading.Event()
@@ -73,11 +75,17 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     app.add_api_route("/metrics", health.metrics, include_in_schema=False)
     app.include_router(dashboard.router)
     app.mount(dashboard.STATIC_URL, StaticFiles(directory=dashboard.STATIC_DIR), name="dashboard-static")
+    # The last added runs first: latency around everything.
+    body_limits: dict[Callable[..., Any], int | None] = {
+        clients.upload: None,  # bounds its own body (max_upload_bytes), after the client's credentials
+        dashboard.login: dashboard.MAX_FORM_BYTES,
+    }
+    app.add_middleware(BodyLimit, default=settings.max_json_bytes, limits=body_limits)
     app.add_middleware(_LatencyMiddleware)
     return app
 
 
-def build_services(settings: Settings, *, migrate: bool) -> Services:
+def build_services(settings: Settings, *, migrate: bool, store: ArtifactStore | None = None) -> Services:
     if settings.threads:
         import torch
 
@@ -96,7 +104,7 @@ def build_services(settings: Settings, *, migrate: bool) -> Services:
     return Services(
         settings=settings,
         db=factory,
-        store=LocalArtifactStore(settings.resolved_artifact_dir),
+        store=store or LocalArtifactStore(settings.resolved_artifact_dir),
         admin_token_hash=token_hash(admin_token),
         watcher=ChangeWatcher(factory, settings.watch_interval_s),
     )

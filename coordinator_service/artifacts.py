@@ -10,6 +10,7 @@ row's transaction) is an orphan that :meth:`ArtifactStore.collect_garbage` remov
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import os
 import re
@@ -191,7 +192,8 @@ class LocalArtifactStore(ArtifactStore):
         self._staging.mkdir(parents=True, exist_ok=True)
 
     def stage(self) -> StagedArtifact:
-        return _LocalStagedArtifact(self._staging, self._adopt)
+        path, handle = self._open_staging_file()
+        return _LocalStagedArtifact(path, handle, self._adopt)
 
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).is_file()
@@ -236,6 +238,11 @@ class LocalArtifactStore(ArtifactStore):
         for tests that nothing was left behind)."""
         return sorted(path.name for path in self._staging.iterdir())
 
+    def _open_staging_file(self) -> tuple[Path, BinaryIO]:
+        """A new temp file in the staging directory, open for writing."""
+        fd, name = tempfile.mkstemp(dir=self._staging, suffix=".part")
+        return Path(name), os.fdopen(fd, "wb")
+
     def _drop_staged_before(self, cutoff: float) -> None:
         for path in self._staging.glob("*.part"):
             try:
@@ -262,11 +269,10 @@ class LocalArtifactStore(ArtifactStore):
 
 
 class _LocalStagedArtifact(StagedArtifact):
-    def __init__(self, directory: Path, adopt: Callable[[Path, str], None]) -> None:
+    def __init__(self, path: Path, handle: BinaryIO, adopt: Callable[[Path, str], None]) -> None:
         super().__init__()
-        fd, name = tempfile.mkstemp(dir=directory, suffix=".part")
-        self._path = Path(name)
-        self._handle = os.fdopen(fd, "wb")
+        self._path = path
+        self._handle = handle
         self._adopt = adopt
 
     def _write(self, chunk: bytes) -> None:
@@ -284,7 +290,10 @@ class _LocalStagedArtifact(StagedArtifact):
         self._adopt(self._path, sha256)
 
     def _discard(self) -> None:
-        self._handle.close()
+        # Closing flushes what is still buffered, which fails again on a full disk: the bytes are
+        # dropped anyway, and the temp file must go now, not at the next orphan collection.
+        with contextlib.suppress(OSError):
+            self._handle.close()
         self._path.unlink(missing_ok=True)
 
 

@@ -32,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         help="migrate the database first (default: yes for the embedded SQLite, no otherwise)",
     )
     serve.add_argument("--no-worker", dest="in_process_worker", action="store_false", default=None)
+    # Sockets and bodies (docs/operating.md); each also a CREAMFL_* setting.
+    serve.add_argument("--max-connections", type=int, help="open connections at most; beyond: 503 (default 1000)")
+    serve.add_argument(
+        "--header-timeout", dest="header_timeout_s", type=float, help="seconds for a request's headers (default 10)"
+    )
+    serve.add_argument(
+        "--keep-alive-timeout", dest="keep_alive_s", type=int, help="idle seconds between requests (default 5)"
+    )
+    serve.add_argument("--max-header-bytes", type=int, help="request line and headers at most (default 65536)")
+    serve.add_argument("--max-json-bytes", type=int, help="a JSON body at most (default 1048576)")
     worker = commands.add_parser("worker", help="run a job worker against the same database and artifact store")
     migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
     for command in (serve, worker, migrate):
@@ -62,7 +72,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("data_dir", "database_url", "artifact_dir", "device", "in_process_worker")
+    keys = (
+        "data_dir",
+        "database_url",
+        "artifact_dir",
+        "device",
+        "in_process_worker",
+        "max_connections",
+        "header_timeout_s",
+        "keep_alive_s",
+        "max_header_bytes",
+        "max_json_bytes",
+    )
     return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 
@@ -72,7 +93,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from coordinator_service.app import create_app
     from coordinator_service.db.engine import make_engine
     from coordinator_service.db.migrate import pending_migrations, upgrade
+    from coordinator_service.descriptors import TooFewDescriptors, reserve_descriptors
+    from coordinator_service.http_server import server_config
 
+    try:
+        reserve_descriptors(settings.max_connections)
+    except TooFewDescriptors as exc:
+        print(f"creamfl-coordinator: {exc}", file=sys.stderr)
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     engine = make_engine(url)
@@ -101,7 +129,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 services.watcher.close_soon()
             super().handle_exit(sig, frame)
 
-    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower()))
+    server = Server(server_config(app, settings, host=args.host, port=args.port, log_level=args.log_level.lower()))
     server.run()
     return 0 if server.started else 3  # 3: startup failed (the reason is in the log above)
 

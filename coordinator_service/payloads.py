@@ -9,7 +9,7 @@ import torch
 
 from coordinator_service.errors import Invalid
 from coordinator_service.safetensors_reader import MalformedSafetensors, SafetensorsReader
-from creamfl.payload import INDICES
+from creamfl.payload import INDICES, dequantize, representation_problem
 
 _ALLOWED = {"F16": "float16", "F32": "float32", "I8": "int8"}
 
@@ -23,7 +23,9 @@ class PayloadInfo:
 
 def validate_payload(handle: BinaryIO, *, modality: str, subset: list[int], dim: int) -> PayloadInfo:
     """One tensor named ``modality`` of shape ``[len(subset), dim]``, float16/float32/int8 (with its
-    ``.scale`` rows), finite; an optional ``indices`` tensor must equal the round's subset.
+    ``.scale`` rows) whose decoded values are finite with bounded row norms
+    (:func:`creamfl.payload.representation_problem`); an optional ``indices`` tensor must equal the
+    round's subset.
 
     ``handle`` is read tensor by tensor (seekable), never whole."""
     try:
@@ -48,14 +50,16 @@ def _validate(payload: SafetensorsReader, *, modality: str, subset: list[int], d
     shape = payload.entries[modality].shape
     if shape != (rows, dim):  # from the header: a wrong-sized tensor is never read
         raise Invalid(f"expected shape [{rows}, {dim}], got {list(shape)}", shape=list(shape))
-    if dtype != "int8" and not bool(torch.isfinite(payload.load(modality)).all()):
-        raise Invalid("the representations contain NaN or Inf")
-    # As float: comparisons are not implemented for every dtype a scale could arrive in.
-    scale = payload.load(modality + ".scale").float() if dtype == "int8" else None
-    if scale is not None and (
-        tuple(scale.shape) != (rows,) or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any())
-    ):
-        raise Invalid(f"int8 payloads need {modality}.scale: [{rows}] finite positive row scales")
+    values = payload.load(modality)  # [n, d]
+    if dtype == "int8":
+        # As float: comparisons are not implemented for every dtype a scale could arrive in.
+        scale = payload.load(modality + ".scale").float()
+        if tuple(scale.shape) != (rows,) or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+            raise Invalid(f"int8 payloads need {modality}.scale: [{rows}] finite positive row scales")
+        values = dequantize(values, scale)  # finite scales can still decode to Inf: checked below
+    problem = representation_problem(values, shape=(rows, dim))
+    if problem is not None:
+        raise Invalid(problem)
     if INDICES in names and payload.load(INDICES).tolist() != subset:
         raise Invalid("the payload's indices are not this round's public subset")
     return PayloadInfo(dtype=dtype, rows=rows, dim=dim)

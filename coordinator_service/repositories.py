@@ -133,6 +133,12 @@ def report(session: Session, *, round_id: int, client_id: str) -> Report | None:
     return session.scalars(query).one_or_none()
 
 
+def round_job(session: Session, *, round_: Round, kind: str) -> Job | None:
+    """The round's job of ``kind`` for its current attempt (one at most: enqueueing is idempotent)."""
+    query = select(Job).where(Job.round_id == round_.id, Job.kind == kind, Job.round_attempt == round_.attempt)
+    return session.scalars(query).one_or_none()
+
+
 def list_jobs(session: Session, *, federation_id: str | None = None, limit: int = 200) -> list[tuple[Job, int]]:
     """The newest jobs with their round numbers."""
     query = select(Job, Round.number).join(Round, Round.id == Job.round_id).order_by(Job.id.desc()).limit(limit)

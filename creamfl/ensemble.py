@@ -10,10 +10,14 @@ logits per client (about 30 GB at n = 50k); here rows are processed in blocks (e
 of a block in one plain matmul into a reused buffer), so the extra memory is O(block_size * n). Each
 row's log-sum-exp is exact and overflow-safe: unshifted when the Cauchy-Schwarz bound proves every
 logit of the block within +-60 (always so for unit vectors), shifted by the row max otherwise.
+
+The round engine scores and sums client uploads as unit rows (:func:`unit_rows`), so no client can
+buy weight or pull with large norms (DESIGN.md section 2, step 6).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -125,6 +129,17 @@ def weighted_aggregate(local_reps: Sequence[Tensor], weights: Tensor, *, normali
     if normalize:
         aggregate = torch.nn.functional.normalize(aggregate, dim=1)
     return aggregate
+
+
+def unit_rows(reps: Tensor) -> Tensor:
+    """Every row of ``reps`` ``[N, d]`` scaled to unit L2 norm, without overflow for any finite input
+    (zero rows stay zero). ``[N, d]``, same dtype.
+
+    Dividing by the row's largest magnitude first keeps the sum of squares in [1, d]: the plain norm
+    of a row with entries near 3e38 is Inf in float32, and dividing by it would give zeros."""
+    peak = torch.linalg.vector_norm(reps, ord=math.inf, dim=1, keepdim=True)  # [N, 1], the largest |value|
+    scaled = reps / peak.clamp_min_(torch.finfo(reps.dtype).tiny)  # [N, d], entries in [-1, 1]
+    return scaled.div_(torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

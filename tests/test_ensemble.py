@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import normalize
 
-from creamfl.ensemble import contrastive_ensemble, ensemble_weights, mean_ensemble, weighted_aggregate
+from creamfl.ensemble import contrastive_ensemble, ensemble_weights, mean_ensemble, unit_rows, weighted_aggregate
 
 
 def naive_reference_weights(local_reps: list[Tensor], global_other: Tensor, *, exclude_self: bool) -> Tensor:
@@ -423,3 +423,30 @@ def test_integer_dtype_raises(dtype: torch.dtype) -> None:
         ensemble_weights(local_reps, torch.ones(4, 3))
     with pytest.raises(ValueError):
         mean_ensemble(local_reps)
+
+
+# --- unit rows ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e3, 1e30, 3e38 / 4])
+def test_unit_rows_gives_the_directions_of_any_finite_rows_without_overflow(scale: float) -> None:
+    # Prepare: unit directions scaled so far that float32's plain norm overflows (or underflows)
+    directions = normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)))
+
+    # Execute
+    rows = unit_rows(directions * scale)
+
+    # Assert
+    assert rows.dtype == torch.float32
+    assert torch.allclose(rows, directions, rtol=0.0, atol=1e-6)
+
+
+def test_unit_rows_keeps_zero_rows_zero() -> None:
+    # Prepare
+    reps = torch.tensor([[0.0, 0.0], [3.0, -4.0]])
+
+    # Execute
+    rows = unit_rows(reps)
+
+    # Assert
+    assert torch.equal(rows, torch.tensor([[0.0, 0.0], [0.6, -0.8]]))

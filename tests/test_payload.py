@@ -11,7 +11,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from creamfl.payload import PAYLOAD_DTYPES, decode_payload, encode_payload
+from creamfl.payload import PAYLOAD_DTYPES, decode_payload, encode_payload, representation_problem
 
 
 def reps(n: int = 6, dim: int = 5, seed: int = 0) -> Tensor:
@@ -277,3 +277,53 @@ def test_a_name_reserved_for_int8_scales_is_refused() -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match="reserved"):
         encode_payload({"image.scale": rep}, dtype="float32")
+
+
+# --- what may be aggregated -----------------------------------------------------------------------
+
+
+def test_an_int8_payload_of_finite_scales_can_still_decode_to_inf_and_is_a_problem() -> None:
+    # Prepare: every value 127 with a finite row scale of 3e38: 127 * 3e38 is beyond float32
+    data = st_save({"image": torch.full((3, 4), 127, dtype=torch.int8), "image.scale": torch.full((3,), 3e38)})
+
+    # Execute
+    decoded = decode_payload(data)["image"]
+
+    # Assert
+    assert bool(torch.isinf(decoded).all())
+    assert representation_problem(decoded, shape=(3, 4)) == "the representations contain NaN or Inf"
+
+
+@pytest.mark.parametrize("dtype", PAYLOAD_DTYPES)
+def test_honest_unit_rows_are_no_problem_in_any_wire_dtype(dtype: str) -> None:
+    # Prepare
+    image = torch.nn.functional.normalize(reps(n=8, dim=16), dim=1)
+
+    # Execute
+    decoded = decode_payload(encode_payload({"image": image}, dtype=dtype))["image"]  # type: ignore[arg-type]
+
+    # Assert
+    assert representation_problem(decoded, shape=(8, 16)) is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "shape", "reason"),
+    [
+        (torch.tensor([[1e4, 0.0, 0.0], [0.0, -1e4, 0.0]]), (2, 3), None),  # norms exactly the bound
+        (torch.full((2, 3), 1.001e4 / 3**0.5), (2, 3), "row 0 has L2 norm 1e+04, above 10000"),
+        (torch.full((2, 3), 3e38), (2, 3), "row 0 has L2 norm 5.2e+38, above 10000"),
+        (torch.tensor([[0.0, float("nan")], [1.0, 0.0]]), (2, 2), "NaN or Inf"),
+        (torch.tensor([[0.0, 1.0], [float("-inf"), 0.0]]), (2, 2), "NaN or Inf"),
+        (torch.ones(2, 3), (3, 2), "expected shape [3, 2], got [2, 3]"),
+        (torch.ones(2, 3, dtype=torch.int64), (2, 3), "floating point"),
+    ],
+)
+def test_representation_problem_names_what_is_wrong(rows: Tensor, shape: tuple[int, int], reason: str | None) -> None:
+    # Execute
+    problem = representation_problem(rows, shape=shape)
+
+    # Assert
+    if reason is None:
+        assert problem is None
+    else:
+        assert problem is not None and reason in problem, problem

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
@@ -14,7 +16,7 @@ from coordinator_service.artifacts import ArtifactStore
 from coordinator_service.dashboard.sessions import CSRF_HEADER, SESSION_COOKIE, DashboardSessions
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Client, utcnow
-from coordinator_service.errors import Forbidden, Unauthorized
+from coordinator_service.errors import Forbidden, Invalid, Unauthorized
 from coordinator_service.security import token_hash, token_matches
 from coordinator_service.settings import Settings
 from coordinator_service.watcher import ChangeWatcher
@@ -32,7 +34,7 @@ class Services:
     dashboard_sessions: DashboardSessions = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dashboard_sessions = DashboardSessions(self.admin_token_hash)
+        self.dashboard_sessions = DashboardSessions(self.admin_token_hash, self.db)
 
 
 def get_services(request: Request) -> Services:
@@ -43,8 +45,9 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 # Ids are short and plain: anything else (a NUL byte, say, which PostgreSQL refuses) is a 422, not a 500.
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-FederationId = Annotated[str, Path(min_length=1, max_length=32, pattern=ID_PATTERN)]
-ClientId = Annotated[str, Path(min_length=1, max_length=32, pattern=ID_PATTERN)]
+ID_MAX_LENGTH = 32
+FederationId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+ClientId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 RoundNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 
 
@@ -87,6 +90,17 @@ def require_admin(
 AdminDep = Annotated[None, Depends(require_admin)]
 
 
+def require_join_token(services: ServicesDep, token: BearerToken, federation_id: FederationId) -> None:
+    """The federation's join token (enrollment); an unknown federation is a 404."""
+    with transaction(services.db) as session:
+        federation = repo.get_federation(session, federation_id=federation_id)
+        if not token_matches(token, federation.join_token_hash):
+            raise Unauthorized("the join token is not valid for this federation")
+
+
+JoinTokenDep = Annotated[None, Depends(require_join_token)]
+
+
 def current_client(services: ServicesDep, token: BearerToken, federation_id: FederationId) -> Client:
     """The client owning the token; it may act only inside its own federation."""
     with transaction(services.db) as session:
@@ -104,3 +118,31 @@ def current_client(services: ServicesDep, token: BearerToken, federation_id: Fed
 
 
 CurrentClient = Annotated[Client, Depends(current_client)]
+
+
+# The credential dependencies, each as a check of a bare request (its headers and path, never its
+# body): coordinator_service/api/before_body.py runs a route's before FastAPI reads the route's JSON body.
+CredentialCheck = Callable[[Request, Services], object]
+
+
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+def _federation_id(request: Request) -> str:
+    """The path's federation id, checked as the route would before it reaches the database."""
+    value = str(request.path_params["federation_id"])
+    if len(value) > ID_MAX_LENGTH or not re.fullmatch(ID_PATTERN, value):
+        raise Invalid("the federation id is not valid")
+    return value
+
+
+CREDENTIAL_CHECKS: dict[Callable[..., object], CredentialCheck] = {
+    require_admin: lambda request, services: require_admin(request, services, _authorization(request)),
+    current_client: lambda request, services: current_client(
+        services, bearer_token(_authorization(request)), _federation_id(request)
+    ),
+    require_join_token: lambda request, services: require_join_token(
+        services, bearer_token(_authorization(request)), _federation_id(request)
+    ),
+}

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from coordinator_service.api.deps import FederationId, RoundNumber, ServicesDep
 from coordinator_service.dashboard.sessions import SESSION_COOKIE
@@ -24,7 +25,7 @@ STATIC_DIR = HERE / "static"
 STATIC_URL = "/dashboard/static"
 LOGIN_URL = "/dashboard/login"
 POLL_MS = 2000
-MAX_FORM_BYTES = 8192
+MAX_FORM_BYTES = 8192  # the login form's body at most (coordinator_service/app.py bounds it)
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -99,7 +100,7 @@ def login_page(
 async def login(request: Request, services: ServicesDep) -> Response:
     """The login form: the admin token in, a session cookie out (form-encoded; no multipart parser needed)."""
     body = await request.body()
-    form = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", errors="replace"), max_num_fields=8)
+    form = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=8)
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or [""])[0])
     if not token or not token_matches(token, services.admin_token_hash):
@@ -111,7 +112,7 @@ async def login(request: Request, services: ServicesDep) -> Response:
             error="That is not the admin token.",
             logged_out=False,
         )
-    session = services.dashboard_sessions.issue()
+    session = await run_in_threadpool(services.dashboard_sessions.issue)
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         SESSION_COOKIE,

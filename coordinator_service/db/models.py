@@ -121,6 +121,7 @@ class Round(Base):
     checkpoint_published: Mapped[str | None] = mapped_column(String(64))  # after the retrieval pass
     checkpoint_trained: Mapped[str | None] = mapped_column(String(64))  # after distillation
     weights: Mapped[dict[str, Any] | None]
+    excluded: Mapped[list[Any] | None]  # uploads the aggregate left out: {client, modality, reason}
     metrics: Mapped[dict[str, Any] | None]
     server_stats: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -190,10 +191,16 @@ class Job(Base):
     round_attempt: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), index=True)
+    # Runs that ended in the job's own error, or are running: a lost worker or a held environment
+    # does not count (coordinator_service/jobs/queue.py).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # workers it lost
+    holds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times the environment stopped it
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[datetime | None]  # a retry's or a hold's backoff: not claimed before this
+    held_reason: Mapped[str | None] = mapped_column(Text)  # why the environment holds it back (disk full, ...)
+    error: Mapped[str | None] = mapped_column(Text)  # the last error, one line
     result: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -208,4 +215,15 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DashboardSession(Base):
+    """A live dashboard login (coordinator_service/dashboard/sessions.py): its cookie is accepted while
+    this row exists and has not expired; logout deletes it, on every replica and across restarts."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the id in the cookie
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

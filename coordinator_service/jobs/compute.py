@@ -8,6 +8,7 @@ federation's seed), so a job re-run after a crash produces the same artifacts.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -19,8 +20,8 @@ from coordinator_service.jobs.server_data import DataSpec, ServerDataSource, dat
 from coordinator_service.round_config import round_config
 from creamfl import rounds
 from creamfl.checkpoint import load_training_state, save_training_state
-from creamfl.payload import encode_payload
-from creamfl.rounds import RoundConfig, Server, ServerData
+from creamfl.payload import decode_payload, encode_payload
+from creamfl.rounds import Exclusion, RoundConfig, Server, ServerData
 from shared_schemas.federation import FederationCreate
 from shared_schemas.vocabulary import Modality
 
@@ -95,11 +96,19 @@ class JobRunner:
         return JobOutput(PublishResult(checkpoint, global_reps, stats.retrieval_loss, stats.seconds), written)
 
     def aggregate(self, job: JobInput) -> JobOutput:
-        """Step 6: the global-local cross-modal ensemble (or the mean) per modality, clients by name."""
+        """Step 6: the global-local cross-modal ensemble (or the mean) per modality, clients by name.
+
+        An upload whose stored bytes are not what was validated is left out with the reason, as the
+        engine leaves out representations it cannot aggregate: one client's upload never fails the round."""
         assert job.global_reps is not None
         uploads: dict[Modality, list[tuple[str, torch.Tensor]]] = {}
+        unreadable: list[Exclusion] = []
         for ref in job.uploads:
-            rep = self._reps({ref.modality: ref.sha256})[ref.modality]  # [n, d]
+            try:
+                rep = self._upload(ref)  # [n, d]
+            except ValueError as exc:
+                unreadable.append(Exclusion(ref.client_name, ref.modality, str(exc)))
+                continue
             uploads.setdefault(ref.modality, []).append((ref.client_name, rep))
         aggregated = rounds.aggregate(uploads, self._reps(job.global_reps), job.engine_config)
         written: dict[str, str] = {}
@@ -112,7 +121,8 @@ class JobRunner:
             m: replace(stats, clients=tuple(ids[name] for name in stats.clients))
             for m, stats in aggregated.weights.items()
         }
-        return JobOutput(AggregateResult(targets, weights), written)
+        excluded = tuple(replace(e, client=ids[e.client]) for e in (*unreadable, *aggregated.excluded))
+        return JobOutput(AggregateResult(targets, weights, excluded), written)
 
     def train(self, job: JobInput) -> JobOutput:
         """Step 7: distil the aggregates into the server (joint: with the retrieval loss; separate: alone)."""
@@ -141,6 +151,16 @@ class JobRunner:
 
     def _data(self, job: JobInput) -> ServerData:
         return self.sources.data(job.data_spec)
+
+    def _upload(self, ref: UploadRef) -> torch.Tensor:
+        """An upload's decoded ``[n, d]``; ValueError, saying why, when its stored bytes are corrupt."""
+        body = self.store.read(ref.sha256)
+        if hashlib.sha256(body).hexdigest() != ref.sha256:
+            raise ValueError("the stored upload is corrupt: its bytes do not match their sha256")
+        decoded = decode_payload(body)
+        if ref.modality not in decoded:
+            raise ValueError(f"the stored upload has no {ref.modality} tensor")
+        return decoded[ref.modality]
 
     def _reps(self, shas: dict[Modality, str]) -> dict[Modality, torch.Tensor]:
         """``{modality: [n, d]}`` from per-modality payload artifacts."""

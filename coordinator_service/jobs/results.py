@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from creamfl.evaluation import RetrievalMetrics
-from creamfl.rounds import WeightStats
+from creamfl.rounds import Exclusion, WeightStats
 from shared_schemas.vocabulary import Modality
 
 
@@ -31,13 +31,17 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class AggregateResult:
-    """Step 6: the targets (sha256 per modality) and the ensemble weights, clients named by id."""
+    """Step 6: the targets (sha256 per modality), the ensemble weights and the uploads left out, clients named by id."""
 
     aggregates: dict[Modality, str]
     weights: dict[Modality, WeightStats]
+    excluded: tuple[Exclusion, ...] = ()
+
+    def excluded_records(self) -> list[dict[str, str]]:
+        return [exclusion.as_dict() for exclusion in self.excluded]
 
     def summary(self) -> dict[str, Any]:
-        return {"aggregates": self.aggregates}
+        return {"aggregates": self.aggregates, "excluded": self.excluded_records()}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import secrets
 import socket
 import threading
 import time
-import traceback
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +23,7 @@ from coordinator_service.artifacts import ArtifactStore
 from coordinator_service.datasets.registration import Registrar
 from coordinator_service.db.engine import transaction
 from coordinator_service.db.models import Artifact, Dataset, Federation, Job, Round, utcnow
+from coordinator_service.faults import environment_fault, one_line
 from coordinator_service.jobs import queue
 from coordinator_service.jobs.compute import JobInput, JobRunner, UploadRef, resolve_device
 from coordinator_service.jobs.results import JobOutput
@@ -35,13 +37,25 @@ log = logging.getLogger("creamfl.worker")
 
 
 class Worker:
-    def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, settings: Settings) -> None:
+    """``clock``: the worker's now, for leases, backoffs and deadlines (tests move it instead of sleeping)."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        store: ArtifactStore,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.factory = factory
         self.settings = settings
+        self.clock = clock
         # Fits the 64-character lease_owner column whatever the hostname (pod names can be long).
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.runner = JobRunner(store, resolve_device(settings.device))
-        self.registrar = Registrar(factory, store, settings, owner=self.owner)
+        self.registrar = Registrar(factory, store, settings, owner=self.owner, clock=clock)
+        # Errors name paths under the data dir relative to it; any other path by its last part.
+        self.path_roots = tuple(str(p.resolve()) for p in (settings.data_dir, settings.resolved_artifact_dir))
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started on %s", self.owner, self.runner.device)
@@ -52,8 +66,11 @@ class Worker:
                     self.collect_garbage()
                     next_gc = time.monotonic() + self.settings.gc_interval_s
                 busy = self.run_once()
-            except Exception:  # a broken database connection must not kill the worker thread
-                log.exception("worker loop error")
+            except Exception as exc:  # a broken database connection must not kill the worker thread
+                if environment_fault(exc) is None:
+                    log.exception("worker loop error")
+                else:
+                    log.warning("worker waits for its environment: %s", one_line(exc, roots=self.path_roots))
                 busy = False
             if not busy:
                 stop.wait(self.settings.worker_poll_s)
@@ -65,7 +82,11 @@ class Worker:
         self.registrar.run_once()
         with transaction(self.factory) as session:
             job = queue.claim(
-                session, owner=self.owner, lease_s=self.settings.lease_s, max_attempts=self.settings.max_job_attempts
+                session,
+                owner=self.owner,
+                lease_s=self.settings.lease_s,
+                max_lease_losses=self.settings.max_lease_losses,
+                now=self.clock(),
             )
             if job is None:
                 return False
@@ -81,11 +102,11 @@ class Worker:
                 output = self.runner.run(snapshot)
                 if self.settings.job_hold_s:
                     time.sleep(self.settings.job_hold_s)
+            committed = self._commit(job_id, output)
         except Exception as exc:
-            log.exception("job %s (%s) failed", job_id, kind)
-            self._record_failure(job_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            log.exception("job %s (%s) failed", job_id, kind)  # the traceback: the log only
+            self._record_failure(job_id, exc)
             return True
-        committed = self._commit(job_id, output)
         JOB_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
         log.info("job %s (%s) %s", job_id, kind, "committed" if committed else "lost its lease; result dropped")
         return True
@@ -93,7 +114,9 @@ class Worker:
     def renew(self, job_id: int) -> bool:
         """Extend a running job's lease; False once another worker holds it."""
         with transaction(self.factory) as session:
-            return queue.renew(session, job_id=job_id, owner=self.owner, lease_s=self.settings.lease_s)
+            return queue.renew(
+                session, job_id=job_id, owner=self.owner, lease_s=self.settings.lease_s, now=self.clock()
+            )
 
     def collect_garbage(self) -> list[str]:
         """Delete artifact files no row references (left by a crash between a file's rename and its commit)."""
@@ -105,24 +128,27 @@ class Worker:
         return removed
 
     def sweep_abandoned_jobs(self) -> None:
-        """A job whose worker died on every allowed attempt fails, and its round with it."""
+        """A job that lost its worker once more after ``max_lease_losses`` re-runs fails, and its round
+        with it: it is what kills its worker."""
+        limit, now = self.settings.max_lease_losses, self.clock()
         with transaction(self.factory) as session:
-            due = queue.abandoned(session, max_attempts=self.settings.max_job_attempts)
+            due = queue.abandoned(session, max_lease_losses=limit, now=now)
         for federation_id, job_id in due:
             with transaction(self.factory) as session:
                 federation = repo.get_federation(session, federation_id=federation_id, lock=True)
-                job = queue.abandoned_job(session, job_id=job_id, max_attempts=self.settings.max_job_attempts)
+                job = queue.abandoned_job(session, job_id=job_id, max_lease_losses=limit, now=now)
                 round_ = session.get(Round, job.round_id) if job is not None else None
                 if job is None or round_ is None:
                     continue  # renewed or finished meanwhile
-                reason = f"{job.kind} job lost its worker {job.attempts} times (killed, or its commit kept failing)"
-                queue.fail(job, error=reason, max_attempts=0)
+                job.lease_losses += 1
+                reason = f"{job.kind} job lost its worker {job.lease_losses} times (killed, or its commit kept failing)"
+                queue.fail(job, error=reason)
                 fail_round(session, federation, round_, reason)
                 JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
                 log.error("job %s: %s", job_id, reason)
 
     def sweep_deadlines(self) -> None:
-        now = utcnow()
+        now = self.clock()
         with transaction(self.factory) as session:
             due = [(r.federation_id, r.id) for r in repo.open_rounds_past_deadline(session, now=now)]
         for federation_id, round_id in due:
@@ -140,7 +166,7 @@ class Worker:
         round_ = session.get(Round, job.round_id)
         assert federation is not None and round_ is not None
         if federation.state in ("stopped", "failed"):
-            queue.fail(job, error=f"the federation is {federation.state}", max_attempts=0)
+            queue.fail(job, error=f"the federation is {federation.state}")
             return None
         if JOB_FOR_STATE.get(round_.state) != job.kind:
             queue.finish(job, result={"skipped": f"round is {round_.state}"})
@@ -185,7 +211,11 @@ class Worker:
         JOBS_FINISHED.labels(kind=job.kind, state="done").inc()
         return True
 
-    def _record_failure(self, job_id: int, error: str) -> None:
+    def _record_failure(self, job_id: int, exc: Exception) -> None:
+        """A fault of the environment holds the job back without spending an attempt; the job's own
+        error is retried after a backoff, and fails the round once its attempts are spent."""
+        error = one_line(exc, roots=self.path_roots)
+        fault = environment_fault(exc)
         with transaction(self.factory) as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -193,11 +223,22 @@ class Worker:
             job = queue.still_owned(session, job_id=job_id, owner=self.owner)
             if job is None:
                 return
-            if queue.fail(job, error=error, max_attempts=self.settings.max_job_attempts):
+            if fault is not None:
+                not_before = self._backoff(job.holds + 1)
+                queue.hold(job, reason=f"{fault.reason} ({error})", error=error, not_before=not_before)
+                log.warning("job %s (%s) held until %s: %s", job_id, job.kind, not_before.isoformat(), fault.reason)
+            elif job.attempts < self.settings.max_job_attempts:
+                queue.retry(job, error=error, not_before=self._backoff(job.attempts))
+            else:
+                queue.fail(job, error=error)
                 round_ = session.get(Round, job.round_id)
                 assert round_ is not None
-                fail_round(session, federation, round_, f"{job.kind} job failed {job.attempts} times: {error[:500]}")
+                fail_round(session, federation, round_, f"{job.kind} job failed {job.attempts} times: {error}")
                 JOBS_FINISHED.labels(kind=job.kind, state="failed").inc()
+
+    def _backoff(self, n: int) -> datetime:
+        delay = queue.backoff_s(n, base_s=self.settings.retry_base_s, max_s=self.settings.retry_max_s)
+        return self.clock() + timedelta(seconds=delay)
 
 
 def _shards(session: Session, dataset_id: str | None) -> tuple[str, ...]:

@@ -10,18 +10,17 @@ from sqlalchemy.orm import Session
 
 from coordinator_service import repositories as repo
 from coordinator_service.db.models import Client, Upload
-from coordinator_service.errors import Conflict, Invalid, Unauthorized
-from coordinator_service.security import new_token, token_hash, token_matches
+from coordinator_service.errors import Conflict, Invalid
+from coordinator_service.security import new_token, token_hash
 from coordinator_service.services.rounds import close_if_complete
 from creamfl.models import CLIENT_MODELS
 from creamfl.models.registry import client_model_modalities
 from shared_schemas.client import ClientCreate, ClientEnrolled, ClientPublic
 
 
-def enroll(session: Session, *, federation_id: str, join_token: str, request: ClientCreate) -> ClientEnrolled:
+def enroll(session: Session, *, federation_id: str, request: ClientCreate) -> ClientEnrolled:
+    """A new client of the federation (its join token was checked: coordinator_service/api/deps.py)."""
     federation = repo.get_federation(session, federation_id=federation_id)
-    if not token_matches(join_token, federation.join_token_hash):
-        raise Unauthorized("the join token is not valid for this federation")
     if federation.state in ("stopped", "completed", "failed"):
         raise Conflict(f"federation {federation_id} is {federation.state}; it takes no new clients")
     if request.model in CLIENT_MODELS and set(client_model_modalities(request.model)) != set(request.modalities):

@@ -14,7 +14,7 @@ from coordinator_service.db.models import Federation, Round
 from coordinator_service.errors import Conflict
 from coordinator_service.security import new_token, token_hash
 from coordinator_service.services.federation_data import build_client_tokenizer, resolve_datasets
-from coordinator_service.services.rounds import create_round, resume_round, start_next_round
+from coordinator_service.services.rounds import create_round, resume_failed_round, resume_round, start_next_round
 from shared_schemas.federation import FederationCreate, FederationCreated, FederationPublic
 
 # Which control actions each state allows, and the state they lead to.
@@ -22,6 +22,7 @@ _CONTROL = {
     "start": ({"created", "paused"}, "running"),
     "pause": ({"running"}, "paused"),
     "stop": ({"created", "running", "paused"}, "stopped"),
+    "resume": ({"failed"}, "running"),
 }
 
 
@@ -72,6 +73,11 @@ def control(session: Session, *, federation_id: str, action: str) -> FederationP
             start_next_round(session, federation)  # resumed between rounds
         else:
             resume_round(session, federation, current)  # resumed while collecting: a fresh deadline
+    elif action == "resume":
+        federation.failure_reason = None
+        failed = repo.current_round(session, federation=federation, lock=True)
+        assert failed is not None and failed.state == "failed", "a federation fails only with its current round"
+        resume_failed_round(session, federation, failed)
     session.flush()
     return describe(session, federation)
 

@@ -32,9 +32,10 @@ def record_job_result(session: Session, federation: Federation, round_: Round, k
 
 
 def _record_weights(session: Session, round_: Round, result: AggregateResult) -> None:
-    """The targets, the weight summary, and each upload's mean weight."""
+    """The targets, the weight summary, the uploads left out, and each upload's mean weight."""
     round_.aggregates = {str(m): sha for m, sha in result.aggregates.items()}
     round_.weights = {modality: stats.as_dict() for modality, stats in result.weights.items()}
+    round_.excluded = result.excluded_records()
     for upload in repo.uploads(session, round_id=round_.id):
         stats = result.weights.get(upload.modality)  # type: ignore[call-overload]
         if stats is not None and upload.client_id in stats.clients:

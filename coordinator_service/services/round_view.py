@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 
 from coordinator_service import repositories as repo
 from coordinator_service.db.models import Participant, Round
-from coordinator_service.services.rounds import uploaders
-from shared_schemas.rounds import ClientTraffic, RoundPublic, RoundTransition
+from coordinator_service.services.rounds import JOB_FOR_STATE, uploaders
+from shared_schemas.rounds import ClientTraffic, ExcludedUpload, RoundPublic, RoundTransition
 
 
 def describe_round(session: Session, round_: Round) -> RoundPublic:
@@ -28,6 +28,7 @@ def describe_round(session: Session, round_: Round) -> RoundPublic:
         attempt=round_.attempt,
         deadline=round_.deadline,
         failure_reason=round_.failure_reason,
+        held_reason=_held_reason(session, round_),
         subset_size=len(round_.subset),
         selected=[p.client_id for p in repo.participants(session, round_=round_)],
         uploaded={client: sorted(modalities) for client, modalities in done.items()},
@@ -36,9 +37,17 @@ def describe_round(session: Session, round_: Round) -> RoundPublic:
             for t in repo.transitions(session, round_id=round_.id)
         ],
         weights=round_.weights,
+        excluded=[ExcludedUpload.model_validate(record) for record in round_.excluded or []],
         metrics=round_.metrics,
         server=round_.server_stats,
         bytes_up=sum(u.size for u in uploads),
         bytes_down=sum(t.down for t in traffic.values()),
         traffic=dict(sorted(traffic.items())),
     )
+
+
+def _held_reason(session: Session, round_: Round) -> str | None:
+    """Why the job of the round's current step waits for the environment, if it does."""
+    kind = JOB_FOR_STATE.get(round_.state)
+    job = repo.round_job(session, round_=round_, kind=kind) if kind is not None else None
+    return job.held_reason if job is not None else None

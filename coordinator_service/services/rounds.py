@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from coordinator_service import repositories as repo
 from coordinator_service.db.models import Client, Federation, Participant, Round, RoundTransition, utcnow
-from coordinator_service.jobs.queue import enqueue
+from coordinator_service.jobs.queue import enqueue, requeue
 from coordinator_service.round_config import round_config
 from creamfl import rounds as engine
 from shared_schemas.federation import FederationCreate
@@ -136,11 +136,16 @@ def handle_deadline(session: Session, federation: Federation, round_: Round, now
         reason = f"quorum missed at the deadline {round_.attempt + 1} times ({len(done)} of {config.min_clients})"
         fail_round(session, federation, round_, reason)
         return "failed"
-    round_.attempt += 1
-    round_.deadline = now + timedelta(seconds=config.round_deadline_s)
-    move(session, round_, "open", f"re-opened: quorum missed ({len(done)} of {config.min_clients})")
-    select_clients(session, federation, round_, keep=done)
+    _reopen(session, federation, round_, now, f"re-opened: quorum missed ({len(done)} of {config.min_clients})")
     return "open"
+
+
+def _reopen(session: Session, federation: Federation, round_: Round, now: datetime, reason: str) -> None:
+    """The round's next attempt: a fresh deadline and selection, keeping the clients that uploaded."""
+    round_.attempt += 1
+    round_.deadline = now + timedelta(seconds=config_of(federation).round_deadline_s)
+    move(session, round_, "open", reason)
+    select_clients(session, federation, round_, keep=complete_uploaders(session, round_))
 
 
 def resume_round(session: Session, federation: Federation, round_: Round) -> None:
@@ -150,6 +155,21 @@ def resume_round(session: Session, federation: Federation, round_: Round) -> Non
     fresh = utcnow() + timedelta(seconds=config_of(federation).round_deadline_s)
     if round_.deadline is None or round_.deadline < fresh:
         round_.deadline = fresh
+
+
+def resume_failed_round(session: Session, federation: Federation, round_: Round) -> None:
+    """On an admin's resume: the round goes back to the state it failed in, and only that state's
+    step runs again (its job re-queued with fresh attempts); what earlier steps committed stays. A
+    round that failed collecting (quorum missed) opens its next attempt."""
+    state = next(t.state for t in reversed(repo.transitions(session, round_id=round_.id)) if t.state != "failed")
+    round_.failure_reason = None
+    if state == "open":
+        _reopen(session, federation, round_, utcnow(), "resumed by an admin: re-opened")
+        return
+    move(session, round_, state, "resumed by an admin")
+    job = repo.round_job(session, round_=round_, kind=JOB_FOR_STATE[state])
+    assert job is not None, "a round fails in a working state only with the job of that state"
+    requeue(job)
 
 
 def _start_aggregation(session: Session, round_: Round, reason: str) -> None:

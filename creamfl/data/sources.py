@@ -29,9 +29,9 @@ from typing import Any, Literal, TextIO, cast
 import torch
 
 from creamfl.data.types import ImageFiles, ImageTextPairs
+from creamfl.spec_syntax import PAIR_SOURCE_HELP
 
 SourceKind = Literal["karpathy", "captions"]
-SPEC_HELP = "karpathy:FILE.json?images=DIR[&split=S[,S2]] or captions:FILE.jsonl|FILE.csv?images=DIR"
 _OPTIONS: dict[str, frozenset[str]] = {"karpathy": frozenset({"images", "split"}), "captions": frozenset({"images"})}
 CAPTION_SUFFIXES = (".jsonl", ".csv")
 
@@ -113,11 +113,11 @@ def parse_pair_source(spec: str) -> PairSource:
     """The source a spec names (nothing is read yet); ValueError says what is wrong with the spec."""
     kind, colon, rest = spec.strip().partition(":")
     if not colon or kind not in _OPTIONS:
-        raise ValueError(f"source {spec!r}: unknown kind {kind!r}; use {SPEC_HELP}")
+        raise ValueError(f"source {spec!r}: unknown kind {kind!r}; use {PAIR_SOURCE_HELP}")
     where, _, query = rest.partition("?")
     options = _options(spec, kind, query)
     if not where:
-        raise ValueError(f"source {spec!r}: name the {kind} file; use {SPEC_HELP}")
+        raise ValueError(f"source {spec!r}: name the {kind} file; use {PAIR_SOURCE_HELP}")
     images = options.get("images")
     if not images:
         raise ValueError(f"source {spec!r}: say where the images are: {kind}:FILE?images=DIR")

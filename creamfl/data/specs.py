@@ -61,6 +61,7 @@ from creamfl.data.sources import parse_pair_source
 from creamfl.data.types import ImageSource, ImageTextPairs, LabelledImages, LabelledTexts, SubsetSource
 from creamfl.models.registry import CLIENT_MODELS, client_model_modalities
 from creamfl.participants import client_init_seed
+from creamfl.spec_syntax import DATA_SPEC_HELP
 from creamfl.text import Tokenizer
 from creamfl.training import TaskData
 
@@ -75,11 +76,6 @@ KIND_MODALITIES: dict[str, tuple[ClientModality, ...]] = {
     "karpathy": ("multimodal",),
     "captions": ("multimodal",),
 }
-DATA_SPEC_HELP = (
-    "builtin:SEED:I/K[?samples=N&alpha=A], image-folder:DIR, cifar100:DIR[?split=train|test], ag-news:FILE.csv, "
-    "karpathy:FILE.json?images=DIR[&split=S], captions:FILE.jsonl|FILE.csv?images=DIR; all but builtin take "
-    "share=I/K[&alpha=A][&seed=S]"
-)
 _SHARE_OPTIONS = frozenset({"share", "seed"})
 _LABELLED_SHARE_OPTIONS = _SHARE_OPTIONS | {"alpha"}
 _OPTIONS: dict[str, frozenset[str]] = {

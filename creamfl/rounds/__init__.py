@@ -5,7 +5,7 @@ callers of these; a test runs the same federation through the simulator and the 
 compares the numbers.
 """
 
-from creamfl.rounds.aggregate import AggregationResult, WeightStats, aggregate, aggregate_uploads
+from creamfl.rounds.aggregate import AggregationResult, Exclusion, WeightStats, aggregate, aggregate_uploads
 from creamfl.rounds.config import RoundConfig, ServerTrainingConfig
 from creamfl.rounds.plan import public_subset, select_clients
 from creamfl.rounds.seeds import client_stream, derive_seed
@@ -35,6 +35,7 @@ from creamfl.rounds.steps import (
 __all__ = [
     "AggregationResult",
     "EvaluationSet",
+    "Exclusion",
     "LocalRound",
     "Published",
     "Representations",

@@ -172,6 +172,7 @@ UNREADABLE, SHAPE, DTYPE, NONFINITE = (
     "NaN or Inf",
 )
 SCALES, UNEXPECTED, MISSING_TENSOR, INDICES = "int8 payloads need", "unexpected tensors", "no tensor named", "indices"
+NORM = "L2 norm"
 
 
 def _nonfinite(n: int, d: int, value: float, dtype: torch.dtype) -> bytes:
@@ -204,6 +205,14 @@ BAD_PAYLOADS: dict[str, BadPayload] = {
     "a NaN in float16": BadPayload(NONFINITE, lambda n, d, s: _nonfinite(n, d, float("nan"), torch.float16)),
     "an Inf in float32": BadPayload(NONFINITE, lambda n, d, s: _nonfinite(n, d, float("inf"), torch.float32)),
     "a -Inf in float16": BadPayload(NONFINITE, lambda n, d, s: _nonfinite(n, d, float("-inf"), torch.float16)),
+    # Finite on the wire, not once decoded: 127 * 3e38 is Inf in float32 (issue 11).
+    "int8 127s with a finite scale of 3e38": BadPayload(
+        NONFINITE,
+        lambda n, d, s: tensors(image=torch.full((n, d), 127, dtype=torch.int8), image__scale=_scale(n, 3e38)),
+    ),
+    "int8 rows of magnitude 1e30": BadPayload(NORM, lambda n, d, s: int8_with(n, d, scale=_scale(n, 1e30 / 127))),
+    "float32 rows of norm 3e38": BadPayload(NORM, lambda n, d, s: tensors(image=unit_rows(n, d) * 3e38)),
+    "float16 rows of norm 6e4": BadPayload(NORM, lambda n, d, s: tensors(image=(unit_rows(n, d) * 6e4).half())),
     "int8 without its scale": BadPayload(UNEXPECTED, lambda n, d, s: int8_with(n, d, scale=None)),
     "int8 scale of n-1 rows": BadPayload(SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n - 1, 0.01))),
     "int8 scale of shape [n, 1]": BadPayload(SCALES, lambda n, d, s: int8_with(n, d, scale=_scale(n, 0.01)[:, None])),

@@ -8,7 +8,6 @@ accepted upload lost, no round transition run twice, and every artifact the data
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -18,31 +17,23 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
-from coordinator_service.artifacts import LocalArtifactStore
-from coordinator_service.db.models import Artifact, Federation, Job, Round, Upload
 from coordinator_service.launcher import CoordinatorProcess
 from tests.coordinator.databases import database
 from tests.coordinator.helpers import (
-    ADMIN,
-    API,
-    ROUND_STATES,
     EnrolledClient,
     create_federation,
     enroll,
     enroll_mix,
     next_task,
     payload,
-    round_detail,
     run_round,
     start,
     upload_all,
     wait_for_round,
 )
 from tests.coordinator.servers import coordinator_process
+from tests.coordinator.storage import assert_federation_finished, jobs_of, sha256_of, storage_of
 
 # Short lease so a killed worker's job is claimed again soon; quick polling for quick tests.
 FAST = {"lease_s": 2, "worker_poll_s": 0.1, "watch_interval_s": 0.1, "threads": 1}
@@ -50,92 +41,10 @@ JOB_HOLD_S = 2.5  # long enough to see a job's artifacts on disk and kill it bef
 TIMEOUT_S = 90.0
 
 
-# -- inspecting the database and the artifact store directly -------------------------------------
-
-
-@dataclass
-class Storage:
-    """The coordinator's database and artifact store, read from outside the process."""
-
-    url: str
-    store: LocalArtifactStore
-
-    def session(self) -> Session:
-        return Session(create_engine(self.url, poolclass=NullPool))
-
-    def recorded_artifacts(self) -> set[str]:
-        with self.session() as session:
-            return set(session.scalars(select(Artifact.sha256)))
-
-    def stored_files(self) -> set[str]:
-        return {artifact.sha256 for artifact in self.store.list_stored()}
-
-    def orphans(self) -> set[str]:
-        """Files under their hash that no database row records (a write whose commit never came)."""
-        return self.stored_files() - self.recorded_artifacts()
-
-    def temp_files(self) -> list[str]:
-        return self.store.staging_files()
-
-    def uploads(self, federation_id: str, number: int) -> dict[tuple[str, str], str]:
-        """(client id, modality) -> sha256 of the round's recorded uploads."""
-        with self.session() as session:
-            round_id = session.scalars(
-                select(Round.id).where(Round.federation_id == federation_id, Round.number == number)
-            ).one()
-            rows = session.scalars(select(Upload).where(Upload.round_id == round_id)).all()
-            return {(row.client_id, row.modality): row.sha256 for row in rows}
-
-    def job(self, federation_id: str, number: int, kind: str) -> Job:
-        with self.session() as session:
-            return session.scalars(
-                select(Job)
-                .join(Round, Round.id == Job.round_id)
-                .where(Job.federation_id == federation_id, Round.number == number, Job.kind == kind)
-            ).one()
-
-    def round_state(self, federation_id: str, number: int) -> str:
-        with self.session() as session:
-            return session.scalars(
-                select(Round.state).where(Round.federation_id == federation_id, Round.number == number)
-            ).one()
-
-    def referenced(self) -> dict[str, str]:
-        """Every sha256 a row names -> where: uploads, global reps, aggregates, checkpoints."""
-        names: dict[str, str] = {}
-        with self.session() as session:
-            for up in session.scalars(select(Upload)):
-                names[up.sha256] = f"upload {up.client_id}/{up.modality}"
-            for round_ in session.scalars(select(Round)):
-                for what, value in (("global", round_.global_reps), ("aggregate", round_.aggregates)):
-                    for modality, sha in (value or {}).items():
-                        names[sha] = f"round {round_.number} {what} {modality}"
-                for what, sha in (("published", round_.checkpoint_published), ("trained", round_.checkpoint_trained)):
-                    if sha is not None:
-                        names[sha] = f"round {round_.number} checkpoint {what}"
-            for federation in session.scalars(select(Federation)):
-                for what, sha in (("latest", federation.latest_checkpoint), ("best", federation.best_checkpoint)):
-                    if sha is not None:
-                        names[sha] = f"federation checkpoint {what}"
-        return names
-
-    def assert_consistent(self) -> None:
-        """Every artifact a row names is recorded, on disk and intact."""
-        recorded = self.recorded_artifacts()
-        for sha, where in self.referenced().items():
-            assert sha in recorded, f"{where}: {sha} has no artifact row"
-            assert self.store.exists(sha), f"{where}: {sha} is missing from the store"
-            assert _sha(self.store.read(sha)) == sha, f"{where}: {sha} is corrupt"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(request.param, tmp_path) as url:
         yield url
-
-
-def _storage(coordinator: CoordinatorProcess) -> Storage:
-    return Storage(coordinator.database_url, LocalArtifactStore(coordinator.data_dir / "artifacts"))
 
 
 def _wait(condition: Any, what: str, coordinator: CoordinatorProcess, timeout: float = TIMEOUT_S) -> Any:
@@ -145,35 +54,6 @@ def _wait(condition: Any, what: str, coordinator: CoordinatorProcess, timeout: f
             raise AssertionError(f"timed out waiting for {what}\n{coordinator.log_tail()}")
         time.sleep(0.05)
     return value
-
-
-def _jobs(http: httpx.Client, federation_id: str) -> list[dict[str, Any]]:
-    response = http.get(f"{API}/jobs", params={"federation_id": federation_id}, headers=ADMIN)
-    assert response.status_code == 200, response.text
-    jobs: list[dict[str, Any]] = response.json()
-    return jobs
-
-
-def _sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def _assert_federation_finished(http: httpx.Client, federation_id: str, storage: Storage) -> None:
-    """Both rounds ran each transition once, the federation completed, the store matches the rows."""
-    for number in (1, 2):
-        detail = round_detail(http, federation_id, number)
-        assert detail["state"] == "completed", detail
-        assert [t["state"] for t in detail["transitions"]] == ROUND_STATES, detail["transitions"]
-        assert detail["metrics"] is not None and detail["metrics"]["rsum"] >= 0
-    summary = http.get(f"{API}/federations/{federation_id}", headers=ADMIN).json()
-    assert summary["state"] == "completed", summary
-    assert summary["rounds_completed"] == 2
-    jobs = _jobs(http, federation_id)
-    assert sorted((j["round"], j["kind"]) for j in jobs) == sorted(
-        (r, k) for r in (1, 2) for k in ("publish", "aggregate", "train", "evaluate")
-    ), "a job was enqueued twice or not at all"
-    assert all(j["state"] == "done" for j in jobs), jobs
-    storage.assert_consistent()
 
 
 # -- (a) killed while uploads are arriving -------------------------------------------------------
@@ -202,7 +82,7 @@ def _upload_until_stored(
 
     ``pause`` (sent, resume): the first attempt sends half the body, sets ``sent`` and waits for
     ``resume`` before sending the rest, so the coordinator dies while this upload is arriving."""
-    headers = {**client.headers, "Content-SHA256": _sha(body), "Content-Type": "application/octet-stream"}
+    headers = {**client.headers, "Content-SHA256": sha256_of(body), "Content-Type": "application/octet-stream"}
 
     def paced(sent: threading.Event, resume: threading.Event) -> Iterator[bytes]:
         yield body[: len(body) // 2]
@@ -231,7 +111,7 @@ def _upload_until_stored(
 def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, storage_url: str) -> None:
     # Prepare: six clients (eight uploads) selected for round 1, which is open
     with coordinator_process(tmp_path / "data", database_url=storage_url, **FAST) as coordinator:
-        storage = _storage(coordinator)
+        storage = storage_of(coordinator)
         with coordinator.http() as http:
             federation = create_federation(http, rounds=2, clients_per_round=6)
             fid = federation["id"]
@@ -300,21 +180,21 @@ def test_kill_while_uploads_arrive_loses_no_accepted_upload(tmp_path: Path, stor
                 assert len(partial_bodies) == len(slow), "the kill did not catch the slow uploads mid-body"
                 for key, log in logs.items():
                     assert [status for status, _, _ in log.responses] == [201], (key, log)
-                    assert log.responses[0][1] == _sha(bodies[key]), key
+                    assert log.responses[0][1] == sha256_of(bodies[key]), key
                 for key in (k for k in logs if k[0] in pauses and k[1] == _client(clients, k[0]).modalities[0]):
                     assert logs[key].errors, f"{key}: the interrupted upload never saw the connection break"
                 for key, response in repeats.items():
                     assert response.status_code == 200, (key, response.text)  # identical bytes: never 409
-                    assert response.json()["sha256"] == _sha(bodies[key])
+                    assert response.json()["sha256"] == sha256_of(bodies[key])
                 recorded = storage.uploads(fid, 1)
-                assert recorded == {key: _sha(body) for key, body in bodies.items()}
+                assert recorded == {key: sha256_of(body) for key, body in bodies.items()}
                 assert orphan in recorded.values() and orphan in storage.recorded_artifacts()
                 for sha in recorded.values():
-                    assert _sha(storage.store.read(sha)) == sha
+                    assert sha256_of(storage.store.read(sha)) == sha
                 assert round_1["state"] == "completed" and round_2["state"] == "completed", (round_1, round_2)
                 assert round_1["uploaded"] == {c.id: sorted(c.modalities) for c in clients}
-                _assert_federation_finished(http, fid, storage)
-                assert all(j["attempts"] == 1 for j in _jobs(http, fid)), "no job was running at the kill"
+                assert_federation_finished(http, fid, storage)
+                assert all(j["attempts"] == 1 for j in jobs_of(http, fid)), "no job was running at the kill"
                 removed = storage.store.collect_garbage(storage.recorded_artifacts(), min_age_s=0)
                 assert removed == [] and storage.temp_files() == []  # the partial bodies were the only litter
                 storage.assert_consistent()
@@ -329,7 +209,7 @@ def _client(clients: list[EnrolledClient], client_id: str) -> EnrolledClient:
 
 
 def _put(http: httpx.Client, url: str, client: EnrolledClient, body: bytes) -> httpx.Response:
-    headers = {**client.headers, "Content-SHA256": _sha(body), "Content-Type": "application/octet-stream"}
+    headers = {**client.headers, "Content-SHA256": sha256_of(body), "Content-Type": "application/octet-stream"}
     return http.put(url, content=body, headers=headers)
 
 
@@ -350,7 +230,7 @@ def test_kill_during_a_job_reruns_it_once_after_its_lease(tmp_path: Path, kind: 
         coordinator_process(tmp_path / "data", database_url=url, **FAST, job_hold_s=JOB_HOLD_S) as coordinator,
     ):
         # Prepare: round 1 collects every upload; its jobs then run, each held before its commit
-        storage = _storage(coordinator)
+        storage = storage_of(coordinator)
         with coordinator.http() as http:
             federation = create_federation(http, rounds=2)
             fid = federation["id"]
@@ -363,12 +243,12 @@ def test_kill_during_a_job_reruns_it_once_after_its_lease(tmp_path: Path, kind: 
                 upload_all(http, task, client, seed=100 + position)
                 for modality in client.modalities:
                     body = payload(len(task["subset"]), task["embed_dim"], modality, seed=100 + position)
-                    sent[(client.id, modality)] = _sha(body)
+                    sent[(client.id, modality)] = sha256_of(body)
 
             # Execute: the job computed its result and wrote its files, but has not committed: kill -9
             _wait(
                 lambda: any(
-                    j["round"] == 1 and j["kind"] == kind and j["state"] == "running" for j in _jobs(http, fid)
+                    j["round"] == 1 and j["kind"] == kind and j["state"] == "running" for j in jobs_of(http, fid)
                 ),
                 f"the {kind} job to run",
                 coordinator,
@@ -392,14 +272,15 @@ def test_kill_during_a_job_reruns_it_once_after_its_lease(tmp_path: Path, kind: 
             assert killed_job.lease_owner is not None
             assert state_at_kill == STATE_OF_JOB[kind]
             assert round_1["state"] == "completed" and round_2["state"] == "completed", (round_1, round_2)
-            jobs = {(j["round"], j["kind"]): j for j in _jobs(http, fid)}
+            jobs = {(j["round"], j["kind"]): j for j in jobs_of(http, fid)}
             rerun = jobs[(1, kind)]
-            assert (rerun["state"], rerun["attempts"]) == ("done", 2), rerun
+            # Re-run without spending an attempt: the lost worker is counted apart.
+            assert (rerun["state"], rerun["attempts"], rerun["lease_losses"]) == ("done", 1, 1), rerun
             assert rerun["lease_owner"] != killed_job.lease_owner, "the restarted coordinator did not rerun it"
             assert all(j["attempts"] == 1 for key, j in jobs.items() if key != (1, kind)), jobs
             assert storage.uploads(fid, 1) == sent
             assert round_1["uploaded"] == {c.id: sorted(c.modalities) for c in clients}
-            _assert_federation_finished(http, fid, storage)
+            assert_federation_finished(http, fid, storage)
             # Jobs are deterministic: the rerun wrote the same files, which its commit recorded.
             assert written <= storage.recorded_artifacts(), "the rerun produced different artifacts"
             assert storage.orphans() == set()

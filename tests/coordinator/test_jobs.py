@@ -13,19 +13,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator_service.app import create_app
-from coordinator_service.artifacts import ArtifactStore, LocalArtifactStore
+from coordinator_service.artifacts import LocalArtifactStore
 from coordinator_service.db.engine import make_engine, make_sessionmaker, transaction
-from coordinator_service.db.models import Job, Round, RoundTransition, Upload, utcnow
+from coordinator_service.db.models import Job, utcnow
 from coordinator_service.jobs import queue
-from coordinator_service.jobs.worker import Worker
 from coordinator_service.services.federations import control, create_federation
 from coordinator_service.settings import Settings
 from shared_schemas.federation import FederationCreate
@@ -34,74 +30,28 @@ from tests.coordinator.helpers import (
     ADMIN,
     API,
     ROUND_STATES,
-    EnrolledClient,
-    enroll_mix,
     next_task,
     round_detail,
     run_round,
-    start,
     tiny_config,
-    upload_all,
 )
-from tests.coordinator.helpers import (
-    create_federation as create_federation_via_api,
+from tests.coordinator.workers import (
+    Coordinator,
+    ManualClock,
+    manual_coordinator,
+    started_federation,
+    upload_everything,
 )
 
 JOB_KINDS = ["publish", "aggregate", "train", "evaluate"]
 LEASE_S = 1.5  # the dead worker's lease: long enough to look at the queue while it holds
-
-
-class Coordinator:
-    """The API in-process with no worker of its own; workers are made by the test."""
-
-    def __init__(self, http: TestClient, settings: Settings) -> None:
-        self.http = http
-        services = http.app.state.services  # type: ignore[attr-defined]
-        self.db: sessionmaker[Session] = services.db
-        self.store: ArtifactStore = services.store
-        self.settings = settings
-
-    def worker(self) -> Worker:
-        return Worker(self.db, self.store, self.settings)
-
-    def jobs(self, federation_id: str) -> list[Job]:
-        with transaction(self.db) as session:
-            return list(session.scalars(select(Job).where(Job.federation_id == federation_id).order_by(Job.id)))
-
-    def transitions(self, federation_id: str) -> dict[int, list[str]]:
-        """Round number -> the states it entered, in order."""
-        with transaction(self.db) as session:
-            rows = session.execute(
-                select(Round.number, RoundTransition.state)
-                .join(Round, Round.id == RoundTransition.round_id)
-                .where(Round.federation_id == federation_id)
-                .order_by(RoundTransition.id)
-            ).all()
-        states: dict[int, list[str]] = {}
-        for number, state in rows:
-            states.setdefault(number, []).append(state)
-        return states
+LOSSES = 20  # the default cap on lost workers
 
 
 @pytest.fixture
 def coordinator(settings: Settings) -> Iterator[Coordinator]:
-    manual = settings.model_copy(update={"in_process_worker": False, "worker_poll_s": 0.02})
-    with TestClient(create_app(manual)) as http:
-        yield Coordinator(http, manual)
-
-
-def started_federation(coordinator: Coordinator, **config: object) -> tuple[str, list[EnrolledClient]]:
-    federation = create_federation_via_api(coordinator.http, **config)
-    clients = enroll_mix(coordinator.http, federation)
-    start(coordinator.http, federation["id"])
-    return federation["id"], clients
-
-
-def upload_everything(coordinator: Coordinator, federation_id: str, clients: list[EnrolledClient]) -> None:
-    for position, member in enumerate(clients):
-        task = next_task(coordinator.http, federation_id, member, wait=0)
-        assert task["kind"] == "train", task
-        upload_all(coordinator.http, task, member, seed=position)
+    with manual_coordinator(settings) as coordinator:
+        yield coordinator
 
 
 def test_two_workers_run_every_job_exactly_once(coordinator: Coordinator, caplog: pytest.LogCaptureFixture) -> None:
@@ -144,7 +94,7 @@ def test_a_dead_workers_job_is_reclaimed_after_its_lease_and_the_round_goes_on(c
     # Prepare: a worker claimed round 1's publish job with a short lease and died (never renews)
     fid, clients = started_federation(coordinator, rounds=1)
     with transaction(coordinator.db) as session:
-        dead = queue.claim(session, owner="dead", lease_s=LEASE_S)
+        dead = queue.claim(session, owner="dead", lease_s=LEASE_S, max_lease_losses=LOSSES)
         assert dead is not None and dead.kind == "publish" and dead.lease_expires_at is not None
         job_id, lease_expires_at = dead.id, dead.lease_expires_at
     worker = coordinator.worker()
@@ -162,7 +112,8 @@ def test_a_dead_workers_job_is_reclaimed_after_its_lease_and_the_round_goes_on(c
     assert not ran_during_lease and ran_after_lease and aggregated
     publish, *rest = coordinator.jobs(fid)
     assert publish.id == job_id
-    assert (publish.state, publish.attempts, publish.lease_owner) == ("done", 2, worker.owner)
+    # Taken over without spending an attempt: the lost worker is counted apart.
+    assert (publish.state, publish.attempts, publish.lease_losses, publish.lease_owner) == ("done", 1, 1, worker.owner)
     assert publish.result is not None and set(publish.result["global_reps"]) == {"image", "text"}
     assert [(j.kind, j.state, j.attempts) for j in rest] == [("aggregate", "done", 1), ("train", "queued", 0)]
     assert coordinator.transitions(fid) == {1: ROUND_STATES[:4]}
@@ -174,7 +125,7 @@ def test_a_stale_worker_whose_lease_was_taken_over_cannot_commit(coordinator: Co
     fid, _ = started_federation(coordinator, rounds=1)
     stale, fresh = coordinator.worker(), coordinator.worker()
     with transaction(coordinator.db) as session:
-        job = queue.claim(session, owner=stale.owner, lease_s=0.3)
+        job = queue.claim(session, owner=stale.owner, lease_s=0.3, max_lease_losses=LOSSES)
         assert job is not None
         job_id = job.id
         snapshot = stale._snapshot(session, job)
@@ -193,7 +144,7 @@ def test_a_stale_worker_whose_lease_was_taken_over_cannot_commit(coordinator: Co
     assert owned is None
     assert committed is False
     [publish] = coordinator.jobs(fid)
-    assert (publish.state, publish.attempts) == ("done", 2)
+    assert (publish.state, publish.attempts, publish.lease_losses) == ("done", 1, 1)
     assert coordinator.transitions(fid) == {1: ["pending", "open"]}
     assert round_detail(coordinator.http, fid, 1) == opened
 
@@ -212,7 +163,7 @@ def test_still_owned_reads_the_row_under_its_lock_not_the_sessions_copy(tmp_path
             with transaction(factory) as session:
                 control(session, federation_id=federation.id, action="start")
             with transaction(factory) as session:
-                claimed = queue.claim(session, owner="slow", lease_s=0.2)
+                claimed = queue.claim(session, owner="slow", lease_s=0.2, max_lease_losses=LOSSES)
                 assert claimed is not None
                 job_id = claimed.id
             time.sleep(0.25)
@@ -222,7 +173,7 @@ def test_still_owned_reads_the_row_under_its_lock_not_the_sessions_copy(tmp_path
                 early_copy = session.get(Job, job_id)
                 assert early_copy is not None and early_copy.lease_owner == "slow"
                 with transaction(factory) as other:
-                    assert queue.claim(other, owner="fast", lease_s=30) is not None
+                    assert queue.claim(other, owner="fast", lease_s=30, max_lease_losses=LOSSES) is not None
                 owned = queue.still_owned(session, job_id=job_id, owner="slow")
                 owner_seen = early_copy.lease_owner
 
@@ -233,37 +184,51 @@ def test_still_owned_reads_the_row_under_its_lock_not_the_sessions_copy(tmp_path
             engine.dispose()
 
 
-def test_a_failing_job_is_retried_then_fails_the_round_and_the_federation(coordinator: Coordinator) -> None:
-    # Prepare: two attempts per job; every upload is in, but one upload's file is gone from the
-    # artifact store, so the aggregation job raises every time it runs
-    coordinator.settings = coordinator.settings.model_copy(update={"max_job_attempts": 2})
+def test_a_failing_job_is_retried_after_growing_delays_then_fails_the_round(coordinator: Coordinator) -> None:
+    # Prepare: three attempts per job, retried after 10 s, then 20 s; every upload is in, but the
+    # round's global image representations are gone from the artifact store, so the aggregation job
+    # raises every time it runs
+    coordinator.settings = coordinator.settings.model_copy(
+        update={"max_job_attempts": 3, "retry_base_s": 10.0, "retry_max_s": 1000.0}
+    )
     fid, clients = started_federation(coordinator, rounds=1)
-    worker = coordinator.worker()
+    clock = ManualClock()
+    worker = coordinator.worker(clock)
     assert worker.run_once()  # publish
     upload_everything(coordinator, fid, clients)
-    assert round_detail(coordinator.http, fid, 1)["state"] == "aggregating"
-    with transaction(coordinator.db) as session:
-        sha = session.scalars(select(Upload.sha256).order_by(Upload.id).limit(1)).one()
+    global_reps = coordinator.round_row(fid, 1).global_reps
+    assert global_reps is not None
+    sha = global_reps["image"]
     coordinator.store.delete(sha)
 
-    # Execute
-    assert worker.run_once()
-    after_first = coordinator.jobs(fid)[-1]
-    first_round = round_detail(coordinator.http, fid, 1)
+    # Execute: run; try again before the delay ends (nothing runs), then once it ended; and again
+    delays, early_runs, retried = [], [], []
+    for _ in range(2):
+        ran_at = clock()
+        assert worker.run_once()
+        retried.append(coordinator.jobs(fid)[-1])
+        assert retried[-1].not_before is not None
+        delays.append((retried[-1].not_before - ran_at).total_seconds())
+        clock.advance_to(retried[-1].not_before - timedelta(seconds=1))
+        early_runs.append(worker.run_once())
+        clock.advance(1)
+    state_while_retrying = round_detail(coordinator.http, fid, 1)["state"]
     assert worker.run_once()
     ran_more = worker.run_once()
 
-    # Assert: one retry, then the job, the round and the federation failed with the error as reason
-    assert (after_first.kind, after_first.state, after_first.attempts) == ("aggregate", "queued", 1)
-    assert after_first.error is not None and after_first.error.startswith("ArtifactMissing")
-    assert first_round["state"] == "aggregating"
+    # Assert: two retries, 10 s then 20 s later, then the job, the round and the federation failed
+    assert delays == [10.0, 20.0]
+    assert early_runs == [False, False]
+    assert [(j.kind, j.state, j.attempts) for j in retried] == [("aggregate", "queued", 1), ("aggregate", "queued", 2)]
+    missing = f"ArtifactMissing: artifact {sha} is not in the store"
+    assert all(j.error == missing for j in retried)
+    assert state_while_retrying == "aggregating"
     assert not ran_more
     aggregate = coordinator.jobs(fid)[-1]
-    assert (aggregate.kind, aggregate.state, aggregate.attempts) == ("aggregate", "failed", 2)
+    assert (aggregate.kind, aggregate.state, aggregate.attempts) == ("aggregate", "failed", 3)
     failed = round_detail(coordinator.http, fid, 1)
     assert failed["state"] == "failed"
-    assert failed["failure_reason"].startswith("aggregate job failed 2 times: ArtifactMissing")
-    assert sha in failed["failure_reason"]
+    assert failed["failure_reason"] == f"aggregate job failed 3 times: {missing}"
     assert coordinator.transitions(fid) == {1: ["pending", "open", "aggregating", "failed"]}
     summary = coordinator.http.get(f"{API}/federations/{fid}", headers=ADMIN).json()
     assert summary["state"] == "failed"
@@ -271,25 +236,47 @@ def test_a_failing_job_is_retried_then_fails_the_round_and_the_federation(coordi
     assert next_task(coordinator.http, fid, clients[0], wait=0)["kind"] == "done"
 
 
-def test_a_job_whose_worker_dies_on_every_attempt_fails_the_round(coordinator: Coordinator) -> None:
-    # Prepare: two attempts per job; two workers in turn claim the publish job and die (never renew)
+def test_a_job_whose_worker_dies_more_often_than_its_attempts_still_runs(coordinator: Coordinator) -> None:
+    # Prepare: two attempts per job; three workers in turn claim the publish job and die (never renew)
     coordinator.settings = coordinator.settings.model_copy(update={"max_job_attempts": 2})
     fid, _ = started_federation(coordinator, rounds=1)
-    for owner in ("dead-1", "dead-2"):
+    clock = ManualClock()
+    for owner in ("dead-1", "dead-2", "dead-3"):
         with transaction(coordinator.db) as session:
-            job = queue.claim(session, owner=owner, lease_s=0.2, max_attempts=2)
+            job = queue.claim(session, owner=owner, lease_s=LEASE_S, max_lease_losses=LOSSES, now=clock())
             assert job is not None and job.kind == "publish"
-        time.sleep(0.3)
-    worker = coordinator.worker()
+        clock.advance(LEASE_S + 1)
 
-    # Execute: the lease of the last allowed attempt has expired
-    ran = worker.run_once()
+    # Execute
+    ran = coordinator.worker(clock).run_once()
 
-    # Assert: not claimed a third time; the job, the round and the federation failed with the reason
+    # Assert: re-run a fourth time, and no attempt spent on the dead workers
+    assert ran
+    (publish,) = coordinator.jobs(fid)
+    assert (publish.state, publish.attempts, publish.lease_losses, publish.error) == ("done", 1, 3, None)
+    assert round_detail(coordinator.http, fid, 1)["state"] == "open"
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_the_round(coordinator: Coordinator) -> None:
+    # Prepare: a job is re-run after two lost workers at most; three workers in turn claim the
+    # publish job and die (never renew)
+    coordinator.settings = coordinator.settings.model_copy(update={"max_lease_losses": 2})
+    fid, _ = started_federation(coordinator, rounds=1)
+    clock = ManualClock()
+    for owner in ("dead-1", "dead-2", "dead-3"):
+        with transaction(coordinator.db) as session:
+            job = queue.claim(session, owner=owner, lease_s=LEASE_S, max_lease_losses=2, now=clock())
+            assert job is not None and job.kind == "publish"
+        clock.advance(LEASE_S + 1)
+
+    # Execute: the lease of the last allowed re-run has expired
+    ran = coordinator.worker(clock).run_once()
+
+    # Assert: not claimed a fourth time; the job, the round and the federation failed with the reason
     assert not ran
     (publish,) = coordinator.jobs(fid)
-    assert (publish.state, publish.attempts) == ("failed", 2)
-    assert publish.error == "publish job lost its worker 2 times (killed, or its commit kept failing)"
+    assert (publish.state, publish.attempts, publish.lease_losses) == ("failed", 1, 3)
+    assert publish.error == "publish job lost its worker 3 times (killed, or its commit kept failing)"
     assert round_detail(coordinator.http, fid, 1)["state"] == "failed"
     assert coordinator.transitions(fid) == {1: ["pending", "failed"]}
     summary = coordinator.http.get(f"{API}/federations/{fid}", headers=ADMIN).json()

@@ -186,6 +186,6 @@ def test_a_developer_migrates_with_alembic_ini_and_the_url_from_the_environment(
     subprocess.run([*alembic, "upgrade", "head"], cwd=root, env=env, capture_output=True, text=True, check=True)
 
     # Assert
-    assert heads.stdout.split()[0] == "0002"
+    assert heads.stdout.split()[0] == "0005"
     with engine_for(url) as engine:
         assert set(inspect(engine).get_table_names()) >= TABLES

@@ -389,3 +389,37 @@ def test_a_round_that_misses_its_quorum_shows_its_retries_and_failure_reason(
     expect(page.locator("#round-failure")).to_have_text(f"Failed: {detail['failure_reason']}")
     expect(page.locator("#transitions tbody tr[data-state=open]")).to_have_count(2)
     assert dashboard.errors == []
+
+
+def test_a_failed_federation_is_resumed_from_the_page_after_confirmation(
+    http: httpx.Client, dashboard: Dashboard
+) -> None:
+    # Prepare: nobody uploads and no re-opening is allowed, so the round fails at its deadline
+    federation = create_federation(http, name="resumable", round_deadline_s=0.5, max_reopen=0)
+    fid = federation["id"]
+    enroll_mix(http, federation)
+    dashboard.login(path=f"/dashboard/federations/{fid}")
+    page = dashboard.page
+    resume = page.locator("#action-resume")
+    expect(page.locator("#federation-state")).to_have_text("created")
+    hidden_before = resume.is_hidden()
+    start(http, fid)
+    expect(page.locator("#federation-state")).to_have_text("failed", timeout=LIVE_TIMEOUT_MS)
+
+    # Execute
+    question = answer_next_dialog(page, accept=True)
+    resume.click()
+
+    # Assert: the round re-opened for a fresh attempt, as the timeline records
+    def resumed() -> bool:
+        transitions = api_get(http, f"/federations/{fid}/rounds/1")["transitions"]
+        return any(t["reason"] == "resumed by an admin: re-opened" for t in transitions)
+
+    for _ in range(100):  # the page's request, then the API's answer: well within 10 s
+        if resumed():
+            break
+        page.wait_for_timeout(100)
+    assert hidden_before
+    assert resumed()
+    assert "Resume" in question[0]
+    assert dashboard.errors == []

@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from coordinator_service import repositories as repo
+from coordinator_service.api.before_body import CredentialsFirstRoute
 from coordinator_service.api.deps import (
-    BearerToken,
     CurrentClient,
     FederationId,
+    JoinTokenDep,
     RoundNumber,
     Services,
     ServicesDep,
@@ -42,7 +43,7 @@ from coordinator_service.services.tasks import next_task
 from shared_schemas.client import ClientCreate, ClientEnrolled, Modality
 from shared_schemas.rounds import DoneTask, ReportCreate, ReportPublic, TrainTask, UploadPublic, WaitTask
 
-router = APIRouter(tags=["clients"])
+router = APIRouter(tags=["clients"], route_class=CredentialsFirstRoute)
 ModalityPath = Annotated[Modality, PathParam()]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_TYPES = ("application/octet-stream", "application/vnd.safetensors")
@@ -50,10 +51,10 @@ DISCONNECT_CHECK_S = 5.0
 
 
 @router.post("/federations/{federation_id}/clients", status_code=status.HTTP_201_CREATED)
-def enroll(federation_id: FederationId, request: ClientCreate, token: BearerToken, db: SessionDep) -> ClientEnrolled:
+def enroll(federation_id: FederationId, request: ClientCreate, _: JoinTokenDep, db: SessionDep) -> ClientEnrolled:
     """Enroll with the federation's join token; the returned client token is shown once."""
     with transaction(db) as session:
-        return client_service.enroll(session, federation_id=federation_id, join_token=token, request=request)
+        return client_service.enroll(session, federation_id=federation_id, request=request)
 
 
 @router.get(

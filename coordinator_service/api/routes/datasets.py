@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from coordinator_service.api.before_body import CredentialsFirstRoute
 from coordinator_service.api.deps import ID_PATTERN, AdminDep, ServicesDep, SessionDep
 from coordinator_service.datasets.roots import DatasetRoots
 from coordinator_service.db.engine import transaction
 from coordinator_service.services import datasets as service
 from shared_schemas.datasets import DatasetCreate, DatasetPublic
 
-router = APIRouter(tags=["datasets (admin)"])
+router = APIRouter(tags=["datasets (admin)"], route_class=CredentialsFirstRoute)
 DatasetId = Annotated[str, Path(min_length=1, max_length=32, pattern=ID_PATTERN)]
 
 

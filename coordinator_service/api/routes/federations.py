@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator_service import repositories as repo
+from coordinator_service.api.before_body import CredentialsFirstRoute
 from coordinator_service.api.deps import (
     ID_PATTERN,
     AdminDep,
@@ -29,7 +30,7 @@ from shared_schemas.client import ClientPublic
 from shared_schemas.federation import FederationCreate, FederationCreated, FederationPublic
 from shared_schemas.rounds import JobPublic, RoundPublic
 
-router = APIRouter(tags=["federations (admin)"])
+router = APIRouter(tags=["federations (admin)"], route_class=CredentialsFirstRoute)
 
 
 @router.post("/federations", status_code=status.HTTP_201_CREATED)
@@ -60,7 +61,7 @@ def _control(action: str) -> Callable[[str, sessionmaker[Session], None], Federa
     return control
 
 
-for _action in ("start", "pause", "stop"):
+for _action in ("start", "pause", "stop", "resume"):
     router.add_api_route(f"/federations/{{federation_id}}/{_action}", _control(_action), methods=["POST"])
 
 
@@ -133,8 +134,12 @@ def list_jobs(
                 kind=job.kind,
                 state=job.state,
                 attempts=job.attempts,
+                lease_losses=job.lease_losses,
+                holds=job.holds,
                 lease_owner=job.lease_owner,
                 lease_expires_at=job.lease_expires_at,
+                not_before=job.not_before,
+                held_reason=job.held_reason,
                 error=job.error,
                 created_at=job.created_at,
                 finished_at=job.finished_at,

@@ -9,13 +9,14 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
 from coordinator_service import repositories as repo
+from coordinator_service.api.before_body import CredentialsFirstRoute
 from coordinator_service.api.deps import CurrentClient, FederationId, ServicesDep
 from coordinator_service.api.downloads import ConditionsDep, artifact_response
 from coordinator_service.db.engine import transaction
 from coordinator_service.services import public_set as service
 from shared_schemas.datasets import SHA256_PATTERN, PublicSetManifest
 
-router = APIRouter(tags=["clients"])
+router = APIRouter(tags=["clients"], route_class=CredentialsFirstRoute)
 Sha256Path = Annotated[str, PathParam(pattern=SHA256_PATTERN)]
 DOWNLOAD = {
     "response_class": StreamingResponse,

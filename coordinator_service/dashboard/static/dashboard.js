@@ -320,6 +320,7 @@
     for (const [action, enabled] of Object.entries(buttons)) {
       document.getElementById(`action-${action}`).disabled = !enabled;
     }
+    document.getElementById("action-resume").hidden = f.state !== "failed"; // from its last committed step
     document.getElementById("action-start").textContent = f.state === "paused" ? "Resume" : "Start";
   }
 
@@ -571,6 +572,9 @@
     const failure = document.getElementById("round-failure");
     failure.hidden = !round.failure_reason;
     failure.textContent = round.failure_reason ? `Failed: ${round.failure_reason}` : "";
+    const held = document.getElementById("round-held");
+    held.hidden = !round.held_reason;
+    held.textContent = round.held_reason ? `Held until the environment recovers: ${round.held_reason}` : "";
 
     const summary = document.getElementById("round-summary");
     const uploaded = Object.keys(round.uploaded || {}).length;
