@@ -1,21 +1,15 @@
-"""Data specs (``--data``) and model specs (``--model``): :mod:`creamfl.data.specs`, which describes
-them, with every problem raised as a :class:`~client_agent.errors.ConfigError` in the agent's words.
+"""Data specs (``--data``) and model specs (``--model``): :mod:`creamfl.data.specs` and
+:mod:`creamfl.models.specs`, which describe them, with every problem raised as a
+:class:`~client_agent.errors.ConfigError` in the agent's words.
 """
 
 from __future__ import annotations
 
 from client_agent.errors import ConfigError
 from creamfl.data import specs
-from creamfl.data.specs import (
-    DEFAULT_MODELS,
-    KIND_MODALITIES,
-    ClientModality,
-    DataModalityError,
-    ModelModalityError,
-    ModelSpec,
-    PrivateData,
-    resize_images,
-)
+from creamfl.data.specs import KIND_MODALITIES, DataModalityError, PrivateData, resize_images
+from creamfl.models import specs as model_specs
+from creamfl.models.specs import DEFAULT_MODELS, ClientModality, ModelModalityError, ModelSpec
 from creamfl.text import Tokenizer
 
 __all__ = [
@@ -52,7 +46,7 @@ def parse_data_spec(text: str) -> DataSpec:
 def parse_model_spec(text: str | None, modality: ClientModality) -> ModelSpec:
     """``NAME[:DIM]``, checked against the modality; the modality's default model when None."""
     try:
-        return specs.parse_model_spec(text, modality)
+        return model_specs.parse_model_spec(text, modality)
     except ModelModalityError as exc:
         raise ConfigError(
             f"--model {exc.name} represents {' and '.join(exc.represents)}, but --modality is {exc.modality}; "

@@ -31,16 +31,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from creamfl.data.sources import PairSource, parse_pair_source
-from creamfl.data.specs import (
-    CLIENT_MODALITIES,
-    KIND_MODALITIES,
-    ClientModality,
-    DataModalityError,
-    DataSpec,
-    ModelSpec,
-    parse_data_spec,
-    parse_model_spec,
-)
+from creamfl.data.specs import KIND_MODALITIES, DataModalityError, DataSpec, parse_data_spec
+from creamfl.models.specs import CLIENT_MODALITIES, ClientModality, ModelSpec, parse_model_spec
 from creamfl.sim_config import BUILTIN_DATA_FIELDS, PRESETS, SimulationConfig
 from creamfl.tokenizers import BUILTIN_WORDS, check_choice
 

@@ -1,9 +1,9 @@
-"""Client data specs and model specs: what a client trains on, and with what.
+"""Client data specs: what a client trains on (what it trains with: :mod:`creamfl.models.specs`).
 
-The client agent's ``--data`` and ``--model`` and the simulator's ``--client MODALITY=SPEC`` read
-the same specs. Every problem is a ``ValueError`` naming the spec; a spec whose data or model does
-not fit the client's modality raises :class:`DataModalityError` or :class:`ModelModalityError`,
-which carry what would fit, so each caller can say it in its own words.
+The client agent's ``--data`` and the simulator's ``--client MODALITY=SPEC`` read the same specs.
+Every problem is a ``ValueError`` naming the spec; a spec whose data does not fit the client's
+modality raises :class:`DataModalityError`, which carries what would fit, so each caller can say it
+in its own words.
 
 Data specs, ``KIND:WHERE[?key=value&...]`` (option values are URL-query encoded):
 
@@ -35,10 +35,6 @@ shares are IID: a seeded permutation of the images cut into ``K`` near-equal par
 
 Images are brought to the federation's image size (``image_size=S`` pins another). Texts are
 encoded with the federation's client tokenizer, which the caller passes.
-
-Model specs: a client model of :mod:`creamfl.models.registry` (``image-cnn-s|m``, ``text-gru-s|m``,
-``dual-s|m``), optionally with the representation dimension it must have: ``dual-s:256``. Without
-one, the model takes the federation's dimension.
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,15 +54,12 @@ from creamfl.data.partition import dirichlet_partition
 from creamfl.data.scenes import CLASS_NAMES
 from creamfl.data.sources import parse_pair_source
 from creamfl.data.types import ImageSource, ImageTextPairs, LabelledImages, LabelledTexts, SubsetSource
-from creamfl.models.registry import CLIENT_MODELS, client_model_modalities
+from creamfl.models.specs import CLIENT_MODALITIES, ClientModality
 from creamfl.participants import client_init_seed
 from creamfl.spec_syntax import DATA_SPEC_HELP
 from creamfl.text import Tokenizer
 from creamfl.training import TaskData
 
-ClientModality = Literal["image", "text", "multimodal"]
-CLIENT_MODALITIES: tuple[ClientModality, ...] = ("image", "text", "multimodal")
-DEFAULT_MODELS: dict[ClientModality, str] = {"image": "image-cnn-s", "text": "text-gru-s", "multimodal": "dual-s"}
 KIND_MODALITIES: dict[str, tuple[ClientModality, ...]] = {
     "builtin": CLIENT_MODALITIES,
     "image-folder": ("image",),
@@ -99,19 +91,6 @@ class DataModalityError(ValueError):
         self.spec, self.modality = spec, modality
         self.fits = KIND_MODALITIES[spec.kind]  # the modalities this data would serve
         super().__init__(f"{spec.text!r}: {spec.kind} data is {' or '.join(self.fits)} data, not {modality}")
-
-
-class ModelModalityError(ValueError):
-    """A model spec whose model represents other modalities than the client's."""
-
-    def __init__(self, name: str, modality: ClientModality) -> None:
-        self.name, self.modality = name, modality
-        self.represents = client_model_modalities(name)
-        self.fitting = models_for(modality)  # the models that would fit the modality
-        super().__init__(
-            f"{name} represents {' and '.join(self.represents)}, not {modality} data; "
-            f"use one of {', '.join(self.fitting)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -377,35 +356,3 @@ def resize_images(images: Tensor, size: int) -> Tensor:
         return images
     resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)
-
-
-# --- model specs ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    dim: int | None  # the representation dimension the operator insists on, if any
-
-
-def models_for(modality: ClientModality) -> tuple[str, ...]:
-    """The registry's client models that represent exactly what a ``modality`` client holds."""
-    wanted = {"image", "text"} if modality == "multimodal" else {modality}
-    return tuple(name for name in CLIENT_MODELS if set(client_model_modalities(name)) == wanted)
-
-
-def parse_model_spec(text: str | None, modality: ClientModality) -> ModelSpec:
-    """``NAME[:DIM]``, checked against the modality; the modality's default model when None."""
-    if text is None:
-        return ModelSpec(DEFAULT_MODELS[modality], None)
-    name, _, dim_text = text.strip().partition(":")
-    if name not in CLIENT_MODELS:
-        raise ValueError(f"{text!r}: unknown client model; choose one of {', '.join(CLIENT_MODELS)}")
-    dim = None
-    if dim_text:
-        if not dim_text.isdigit() or int(dim_text) < 1:
-            raise ValueError(f"{text!r}: the dimension after ':' must be a positive integer")
-        dim = int(dim_text)
-    if name not in models_for(modality):
-        raise ModelModalityError(name, modality)
-    return ModelSpec(name, dim)
