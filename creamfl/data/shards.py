@@ -186,22 +186,6 @@ def decode_image(data: bytes, size: int, *, name: str) -> Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-class ShardedImages:
-    """The images of a run of shards as an image source (``[B, 3, size, size]`` uint8 per index
-    batch), decoded on demand: memory holds the shards' offsets, never their pixels."""
-
-    def __init__(self, shards: Sequence[Shard], size: int) -> None:
-        self.shards = list(shards)
-        self.size = size
-        self._rows = _ShardRows([len(s) for s in self.shards])
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, index: Tensor) -> Tensor:
-        return torch.stack(self._rows.gather(index, lambda shard, item: self.shards[shard].image(item, self.size)))
-
-
 class ShardFiles:
     """The items of a run of shard files, opened on demand: at most ``keep_open`` shards (their
     index and memory map) are held at a time, the least recently used closed first, so memory is

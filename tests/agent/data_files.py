@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from creamfl.data import samples
 from creamfl.data.builtin import BuiltinSpec, builtin_split
 from creamfl.data.scenes import CLASS_NAMES, Scenes
 
@@ -32,15 +32,8 @@ def write_image_folder(root: Path, data: Scenes) -> Path:
 
 
 def write_cifar100(root: Path, data: Scenes) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rows = data.images.numpy().reshape(len(data), -1)  # planes one after another, row-major
-    batch = {b"data": rows, b"fine_labels": [int(v) for v in data.labels]}
-    for name in ("train", "test"):
-        with (root / name).open("wb") as f:
-            pickle.dump(batch, f)
-    with (root / "meta").open("wb") as f:
-        pickle.dump({b"fine_label_names": [n.encode() for n in CLASS_NAMES]}, f)
-    return root
+    """The same scenes as the train and the test set."""
+    return samples.write_cifar100(root, data, data)
 
 
 def write_ag_news(path: Path, data: Scenes) -> Path:
